@@ -1,5 +1,5 @@
 "Developer helper: convert jupytext percent-format drafts to nbformat 4.5 notebooks with cell ids (and back)."
-import sys, nbformat, jupytext
+import os, sys, tempfile, nbformat, jupytext
 from pathlib import Path
 
 def py2nb(src, dst):
@@ -11,7 +11,11 @@ def py2nb(src, dst):
         if "id" not in c: c["id"] = f"c{i:03d}"
         if c.cell_type == "code": c.outputs, c.execution_count = [], None
     nbformat.validator.normalize(nb)
-    nbformat.write(nb, dst)
+    # write atomically: other people may be exporting the notebooks at the same moment
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst)), prefix=".tmp_", suffix=".ipynb")
+    os.close(fd)
+    nbformat.write(nb, tmp)
+    os.replace(tmp, dst)
 
 def nb2py(src, dst): jupytext.write(jupytext.read(src), dst, fmt="py:percent")
 
