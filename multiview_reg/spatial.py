@@ -17,7 +17,8 @@ __all__ = ['SPATIAL_DIMS', 'ALL_DIMS', 'DEFAULT_TRANSFORM_KEY', 'affine_from_tra
            'affine_from_scaling', 'affine_from_rotation', 'compose_affines', 'invert_affine', 'apply_affine',
            'affine_to_xarray', 'affine_from_xarray', 'view_from_array', 'is_multiscale', 'multiscale_levels', 'as_view',
            'get_spatial_dims', 'get_ndim', 'get_spacing', 'get_origin', 'get_shape', 'get_transform_keys', 'get_affine',
-           'set_affine', 'view_extent', 'view_corners', 'OrientedBox', 'view_obb', 'view_center', 'build_pyramid']
+           'set_affine', 'view_extent', 'view_corners', 'OrientedBox', 'view_obb', 'view_center', 'build_pyramid',
+           'set_points', 'get_point_keys', 'get_points', 'points_in_box']
 
 # %% ../nbs/00_spatial.ipynb #68d0c61c
 SPATIAL_DIMS = ("z", "y", "x")  # spatial dims, in the order every array and matrix uses
@@ -420,7 +421,7 @@ def view_center(view, transform_key:str=None, t:int=None) -> np.ndarray:
     "Centre of a view's extent in world (or own physical) coordinates, (ndim,)."
     return view_obb(view, transform_key, t).center
 
-# %% ../nbs/00_spatial.ipynb #de220997
+# %% ../nbs/00_spatial.ipynb #5498ed5a
 def _level_factors(shape, min_size, n_levels):
     "Per-level cumulative factors (dict per level) for a factor-2 pyramid."
     out, f = [{d: 1 for d in shape}], {d: 1 for d in shape}
@@ -455,4 +456,73 @@ def build_pyramid(view, # a view (DataArray)
         img = xr.DataArray(prev, dims=v.dims, coords=coords, attrs={"spacing": nsp})
         ds = xr.Dataset({"image": img, **{k: x for k, x in v.attrs["transforms"].items()}})
         tree[f"scale{i}"] = ds
+    for k, ps in v.attrs.get("point_sets", {}).items(): tree[f"point_sets/{k}"] = ps.copy()  # see Point sets
     return xr.DataTree.from_dict(tree)
+
+# %% ../nbs/00_spatial.ipynb #eb53096b
+def _point_set_dataset(points, sdims, name="points"):
+    "Validate points (array-like (n, ndim) or a multiview-stitcher point-set Dataset) -> Dataset (point_id, dim)."
+    if isinstance(points, xr.Dataset):
+        if "position" not in points: raise ValueError(f"{name}: a point-set Dataset needs a 'position' variable")
+        pos = points["position"]
+        if "dim" not in pos.dims or "point_id" not in pos.dims:
+            raise ValueError(f"{name}: 'position' must have dims ('point_id', 'dim'), got {pos.dims}")
+        if "dim" in pos.coords and list(pos.coords["dim"].values) != list(sdims):
+            raise ValueError(f"{name}: point-set dims {list(pos.coords['dim'].values)} do not match the view's {list(sdims)}")
+        return points.copy(deep=True)
+    if isinstance(points, xr.DataArray): points = points.values
+    try: p = np.array(points, dtype=float)
+    except (TypeError, ValueError): raise TypeError(f"{name}: expected an (n, ndim) array of coordinates, got {type(points).__name__}")
+    if p.ndim == 1 and p.size == 0: p = p.reshape(0, len(sdims))
+    if p.ndim != 2 or p.shape[1] != len(sdims):
+        raise ValueError(f"{name}: expected an (n, {len(sdims)}) array of coordinates in {sdims} order, got shape {p.shape}")
+    if not np.all(np.isfinite(p)): raise ValueError(f"{name}: coordinates must be finite")
+    return xr.Dataset({"position": xr.DataArray(p, dims=("point_id", "dim"), coords={"dim": list(sdims)})})
+
+def set_points(view, # a view or multiscale view (modified in place, and returned)
+               points, # (n, ndim) physical coordinates in the view's own frame, dims order (z, y, x)
+               key:str="beads" # name of the point set
+              ):
+    "Attach a named point set (physical coordinates of the view's own frame) to a view."
+    if not isinstance(key, str) or not key: raise TypeError(f"key: expected a non-empty string, got {key!r}")
+    ds = _point_set_dataset(points, get_spatial_dims(view))
+    if is_multiscale(view): view[f"point_sets/{key}"] = ds
+    else: view.attrs["point_sets"] = {**view.attrs.get("point_sets", {}), key: ds}  # new dict: never mutate shared ones
+    return view
+
+# %% ../nbs/00_spatial.ipynb #9fd77582
+def get_point_keys(view) -> list:
+    "Names of the point sets a view carries."
+    return list(as_view(view).attrs.get("point_sets", {}))
+
+def get_points(view, # a view or multiscale view
+               key:str="beads", # name of the point set
+               t:int=None # time index, for point sets stored per time point (multiview-stitcher layout)
+              ) -> np.ndarray: # (n, ndim) physical coordinates in the view's own frame, dims order
+    "The named point set of a view as an (n, ndim) array (a copy)."
+    v = as_view(view)
+    sets = v.attrs.get("point_sets", {})
+    if key not in sets: raise KeyError(f"key: point set {key!r} not found; the view has {list(sets)}")
+    pos = sets[key]["position"]
+    sdims = get_spatial_dims(v)
+    if "dim" in pos.coords: pos = pos.sel(dim=list(sdims))
+    for d in [d for d in pos.dims if d not in ("point_id", "dim")]:
+        if d == "t" and pos.sizes[d] > 1:
+            if t is None: raise ValueError(f"t: point set {key!r} has {pos.sizes['t']} time points; choose one with t=<index>")
+            pos = pos.isel(t=t)
+        else: pos = pos.isel({d: 0})
+    p = np.array(pos.transpose("point_id", "dim").values, dtype=float)
+    return p[np.all(np.isfinite(p), axis=1)]  # multiview-stitcher pads ragged time points with NaN
+
+# %% ../nbs/00_spatial.ipynb #752fbcce
+def points_in_box(points, # (n, ndim) physical coordinates in a view's own frame
+                  affine, # (ndim+1, ndim+1) view physical -> world matrix
+                  lo, # lower world bound, (ndim,)
+                  hi, # upper world bound, (ndim,)
+                  tolerance:float=0.0 # grow the box by this much on every side (physical)
+                 ) -> np.ndarray: # boolean mask, (n,)
+    "Mask of the points whose world position lies inside the box [lo - tolerance, hi + tolerance]."
+    p = np.asarray(points, float)
+    if p.size == 0: return np.zeros(len(p), bool)
+    w = apply_affine(affine, p)
+    return np.all((w >= np.asarray(lo, float) - tolerance) & (w <= np.asarray(hi, float) + tolerance), axis=1)
