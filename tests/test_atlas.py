@@ -1,0 +1,247 @@
+"Atlas module: orientation, download/cache against a loopback server, and phantom / MNI152 registrations."
+import threading, http.server, functools, os, time
+from pathlib import Path
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage as ndi
+
+from multiview_reg.atlas import *
+from multiview_reg.atlas import _as_image
+
+# ---------------------------------------------------------------- orientation
+
+def _all_codes():
+    out = []
+    for perm in __import__("itertools").permutations(range(3)):
+        for signs in __import__("itertools").product((0, 1), repeat=3):
+            out.append("".join(("lr", "pa", "si")[a][s] for a, s in zip(perm, signs)))
+    return out
+
+
+def _encoded():
+    ap, dv, ml = np.meshgrid(np.arange(12), np.arange(8), np.arange(10), indexing="ij")
+    return ap + 100 * dv + 10000 * ml  # 'pir': ap counts toward posterior, dv toward inferior, ml toward right
+
+
+def test_all_48_codes_valid_and_round_trip():
+    codes = _all_codes()
+    assert len(set(codes)) == 48
+    enc = _encoded()
+    for c in codes:
+        out = reorient(enc, "pir", c)
+        assert np.array_equal(reorient(out, c, "pir"), enc), c
+        # the index map agrees with the array operation for every voxel
+        m = reorient_affine("pir", c, enc.shape)
+        idx = np.argwhere(np.ones(enc.shape, bool))
+        new = (np.c_[idx, np.ones(len(idx))] @ m.T)[:, :3].round().astype(int)
+        assert np.array_equal(out[tuple(new.T)], enc[tuple(idx.T)]), c
+
+
+@pytest.mark.parametrize("code", ["ras", "lps", "pir", "asl", "sal", "ipl"])
+def test_axis_value_encoding_maps_each_axis_to_its_direction(code):
+    enc = _encoded()
+    out = reorient(enc, "pir", code)
+    # decode the anatomical position (toward posterior, inferior, right) of each voxel and check each axis
+    pos = {"p": out % 100, "i": out // 100 % 100, "r": out // 10000}
+    sign = {"p": ("p", 1), "a": ("p", -1), "i": ("i", 1), "s": ("i", -1), "r": ("r", 1), "l": ("r", -1)}
+    for k, ch in enumerate(code):
+        key, s = sign[ch]
+        d = np.diff(np.moveaxis(pos[key], k, 0), axis=0)
+        assert np.all(d == s), (code, ch)
+        for other in set("pir") - {key}:  # other anatomical positions do not change along this axis
+            assert np.all(np.diff(np.moveaxis(pos[other], k, 0), axis=0) == 0)
+
+
+def test_determinant_tells_mirrors_from_rotations():
+    enc = _encoded()
+    for c in _all_codes():
+        m = reorient_affine("pir", c, enc.shape)[:3, :3]
+        det = round(np.linalg.det(m))
+        expect = round(np.linalg.det(orientation_matrix("pir")) * np.linalg.det(orientation_matrix(c)))
+        assert det == expect
+        # a mirror is never equal to a proper rotation of the asymmetric volume
+        if det < 0:
+            out = reorient(enc, "pir", c)
+            proper = [reorient(enc, "pir", c2) for c2 in _all_codes()
+                      if round(np.linalg.det(orientation_matrix("pir")) * np.linalg.det(orientation_matrix(c2))) == 1]
+            assert not any(p.shape == out.shape and np.array_equal(p, out) for p in proper)
+
+
+def test_sitk_reorient_keeps_physical_positions():
+    enc = _encoded().astype(np.float32)
+    img = sitk.GetImageFromArray(enc); img.SetSpacing((0.3, 0.2, 0.1)); img.SetOrigin((1.0, 2.0, 3.0))
+    img = set_orientation(img, "pir")
+    out = reorient(img, None, "ras")
+    assert direction_to_code(out) == "ras"
+    arr = sitk.GetArrayFromImage(out)
+    assert np.array_equal(arr, reorient(enc, "pir", "ras"))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        i = tuple(int(rng.integers(n)) for n in img.GetSize())
+        p = img.TransformIndexToPhysicalPoint(i)
+        j = out.TransformPhysicalPointToIndex(p)
+        assert out[j] == img[i]
+
+
+def test_bad_codes():
+    with pytest.raises(ValueError, match="exactly once"): reorient(_encoded(), "pir", "ppr")
+    with pytest.raises(ValueError, match="letters"): reorient(_encoded(), "xyz", "pir")
+
+
+# ---------------------------------------------------------------- download / cache (loopback server)
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files = {}       # path -> bytes
+    truncate = set() # paths served with a short body but the full Content-Length
+    hits = []
+
+    def do_GET(self):
+        type(self).hits.append(self.path)
+        body = self.files.get(self.path)
+        if body is None:
+            self.send_error(404, "Not Found"); return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if self.path in self.truncate else body)
+        if self.path in self.truncate: self.close_connection = True
+
+    def log_message(self, *a): pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    _Handler.files, _Handler.truncate, _Handler.hits = {}, set(), []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    th = threading.Thread(target=httpd.serve_forever, daemon=True); th.start()
+    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown(); httpd.server_close(); th.join(5)
+
+
+def _allen_files(tmp_path):
+    tmpl = np.zeros((12, 8, 10), np.uint16); tmpl[:3] = 500; tmpl[:, :, 7:] += 7     # (AP, DV, ML)
+    ann = np.zeros((12, 8, 10), np.uint32); ann[4:9, 2:6, 1:5] = 2**24 + 1; ann[4:9, 2:6, 6:9] = 997
+    a = write_allen_style_nrrd(tmp_path / "src_t.nrrd", tmpl, 100).read_bytes()
+    b = write_allen_style_nrrd(tmp_path / "src_a.nrrd", ann, 100).read_bytes()
+    return tmpl, ann, {"/average_template/average_template_100.nrrd": a, "/annotation/ccf_2017/annotation_100.nrrd": b}
+
+
+def test_download_200_cached_once_and_read_back(server, tmp_path):
+    httpd, url = server
+    tmpl, ann, files = _allen_files(tmp_path)
+    _Handler.files = files
+    cache = tmp_path / "cache"
+    t = load_allen_template(100, cache_dir=cache, base_url=url, progress=False, timeout=5)
+    assert sorted(p.name for p in cache.iterdir()) == ["annotation_100.nrrd", "average_template_100.nrrd"]
+    assert len(_Handler.hits) == 2
+    assert t.image.GetSpacing() == (0.1, 0.1, 0.1)
+    assert direction_to_code(t.image) == "rip"
+    assert np.array_equal(reorient(sitk.GetArrayFromImage(t.image), "rip", "pir"), tmpl.astype(np.float32))
+    a = sitk.GetArrayFromImage(t.annotation)
+    assert a.dtype == np.uint32 and np.array_equal(reorient(a, "rip", "pir"), ann)
+    t2 = load_allen_template(100, cache_dir=cache, base_url=url, progress=False)
+    assert len(_Handler.hits) == 2  # second call reads the cache, no request
+    assert np.array_equal(sitk.GetArrayFromImage(t2.annotation), a)
+
+
+def test_download_404_leaves_no_file(server, tmp_path):
+    httpd, url = server
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError, match="404"):
+        load_allen_template(100, cache_dir=cache, base_url=url, progress=False, timeout=5)
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_truncated_body_leaves_no_file(server, tmp_path):
+    httpd, url = server
+    _, _, files = _allen_files(tmp_path)
+    _Handler.files = files
+    _Handler.truncate = {"/average_template/average_template_100.nrrd"}
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError, match="truncated"):
+        load_allen_template(100, cache_dir=cache, base_url=url, progress=False, timeout=5)
+    assert not (cache / "average_template_100.nrrd").exists()
+    assert not (cache / "average_template_100.nrrd.part").exists()
+
+
+def test_checksum_mismatch_leaves_no_file(server, tmp_path):
+    httpd, url = server
+    _, _, files = _allen_files(tmp_path)
+    _Handler.files = files
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError, match="SHA-256"):
+        load_allen_template(100, cache_dir=cache, base_url=url, progress=False, annotation=False,
+                            sha256={"average_template_100.nrrd": "0" * 64})
+    assert list(cache.iterdir()) == []
+
+
+def test_not_a_nrrd_leaves_no_file(server, tmp_path):
+    httpd, url = server
+    _Handler.files = {"/average_template/average_template_100.nrrd": b"<html>maintenance page</html>"}
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError, match="invalid"):
+        load_allen_template(100, cache_dir=cache, base_url=url, progress=False, annotation=False)
+    assert list(cache.iterdir()) == []
+
+
+def test_preseeded_cache_needs_no_server(tmp_path, monkeypatch):
+    tmpl, ann, files = _allen_files(tmp_path)
+    cache = tmp_path / "envcache"
+    (cache / "allen_ccf_2017").mkdir(parents=True)
+    (cache / "allen_ccf_2017" / "average_template_100.nrrd").write_bytes(files["/average_template/average_template_100.nrrd"])
+    (cache / "allen_ccf_2017" / "annotation_100.nrrd").write_bytes(files["/annotation/ccf_2017/annotation_100.nrrd"])
+    monkeypatch.setenv("MULTIVIEW_REG_CACHE", str(cache))
+    assert default_cache_dir() == cache
+    t = load_allen_template(100, progress=False)  # the real Allen URL, never contacted
+    assert np.array_equal(reorient(sitk.GetArrayFromImage(t.annotation), "rip", "pir"), ann)
+
+
+def test_offline_error_is_clear(tmp_path):
+    # a closed loopback port: connection refused, like being offline
+    import socket
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    with pytest.raises(DownloadError, match="offline"):
+        load_allen_template(100, cache_dir=tmp_path, base_url=f"http://127.0.0.1:{port}", progress=False, timeout=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_template_formats(tmp_path):
+    import tifffile
+    a = np.random.default_rng(0).random((5, 6, 7)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "t.tif", a)
+    with pytest.raises(ValueError, match="spacing"): load_template(tmp_path / "t.tif")
+    img = load_template(tmp_path / "t.tif", spacing=(0.3, 0.2, 0.1), orientation="ras")
+    assert img.GetSpacing() == pytest.approx((0.1, 0.2, 0.3)) and direction_to_code(img) == "ras"
+    assert np.array_equal(sitk.GetArrayFromImage(img), a)
+    nii = sitk.GetImageFromArray(a); nii.SetSpacing((1.0, 2.0, 3.0)); sitk.WriteImage(nii, str(tmp_path / "t.nii.gz"))
+    img = load_template(tmp_path / "t.nii.gz")
+    assert img.GetSpacing() == pytest.approx((1.0, 2.0, 3.0)) and np.allclose(sitk.GetArrayFromImage(img), a)
+    with pytest.raises(ValueError, match="NRRD, NIfTI or TIFF"):
+        (tmp_path / "t.png").write_bytes(b"x"); load_template(tmp_path / "t.png")
+    with pytest.raises(FileNotFoundError, match="does not exist"): load_template(tmp_path / "nope.nrrd")
+
+
+# ---------------------------------------------------------------- labels: exact uint32
+
+def test_warp_labels_keeps_ids_above_2_24_exactly():
+    ph = brain_phantom(0.2, shape=(42, 32, 38))
+    tm = _as_image(ph["image"], "t", 0.2)
+    res = register_to_atlas(ph["image"], 0.2, tm, stages=("rigid",), iterations={"rigid": 5}, progress=False)
+    out = res.warp_labels(ph["labels"])
+    assert out.dtype == np.uint32
+    assert set(np.unique(out)) <= set(np.unique(ph["labels"]))
+    assert 2**24 + 1 in set(np.unique(out))
+    with pytest.raises(TypeError, match="integer label volume"):
+        res.warp_labels(ph["labels"].astype(np.float32))
+
+
+def test_register_bad_input():
+    ph = brain_phantom(0.2, shape=(42, 32, 38))
+    tm = _as_image(ph["image"], "t", 0.2)
+    with pytest.raises(ValueError, match="ordered subset"): register_to_atlas(ph["image"], 0.2, tm, stages=("affine", "rigid"))
+    with pytest.raises(ValueError, match="backend"): register_to_atlas(ph["image"], 0.2, tm, backend="ants")
+    with pytest.raises(ValueError, match="metric"): register_to_atlas(ph["image"], 0.2, tm, metric="nmi")
+    with pytest.raises(ValueError, match="spacing"): register_to_atlas(ph["image"], None, tm)
+    with pytest.raises(ValueError, match="mirror"): register_to_atlas(ph["image"], 0.2, tm, initial_rotation=np.diag([1, 1, -1]))
+    with pytest.raises(ValueError, match="grid_spacing"): register_to_atlas(ph["image"], 0.2, tm, grid_spacing=0)
