@@ -245,3 +245,131 @@ def test_register_bad_input():
     with pytest.raises(ValueError, match="spacing"): register_to_atlas(ph["image"], None, tm)
     with pytest.raises(ValueError, match="mirror"): register_to_atlas(ph["image"], 0.2, tm, initial_rotation=np.diag([1, 1, -1]))
     with pytest.raises(ValueError, match="grid_spacing"): register_to_atlas(ph["image"], 0.2, tm, grid_spacing=0)
+
+
+# ---------------------------------------------------------------- phantom registrations (heavy: slow)
+
+def _interior_points(labels, spacing, n=300, seed=5, erode=3):
+    "Random interior points (array frame, mm) drawn independently of the registration."
+    inside = np.argwhere(ndi.binary_erosion(labels > 0, iterations=erode))
+    rng = np.random.default_rng(seed)
+    return inside[rng.choice(len(inside), n, replace=False)] * spacing + rng.uniform(-0.5, 0.5, (n, 3)) * spacing
+
+
+@pytest.fixture(scope="module")
+def full_phantom():
+    sp = 0.1
+    truth = random_phantom_warp(rotation_deg=8, shift_mm=0.3, affine=0.05, amplitude=0.12, seed=1)
+    tm = brain_phantom(sp)
+    sm = brain_phantom(sp, warp=truth, noise=0.02)
+    return sp, truth, tm, sm
+
+
+def _tre_dice(res, sp, truth, tm, sm):
+    pts = _interior_points(sm["labels"], sp)
+    true_pts = truth(pts - sm["centre"]) + tm["centre"]
+    before = target_registration_error(pts, true_pts)["mean"]
+    after = target_registration_error(res.transform_points(pts), true_pts)["mean"]
+    d_before = dice(sm["labels"], tm["labels"])
+    d_after = dice(res.warp_labels(sm["labels"]), tm["labels"])
+    return before, after, d_before, d_after
+
+
+@pytest.mark.slow
+def test_phantom_rigid_affine_bspline_sitk(full_phantom):
+    sp, truth, tm, sm = full_phantom
+    t0 = time.perf_counter()
+    # 1 mm control grid: SimpleITK's B-spline cost grows with samples x control points (see the notebook)
+    res = register_to_atlas(sm["image"], sp, _as_image(tm["image"], "template", sp), metric="cc", grid_spacing=1.0,
+                            progress=False)
+    before, after, d_before, d_after = _tre_dice(res, sp, truth, tm, sm)
+    print(f"\nsitk r+a+b: {time.perf_counter() - t0:.1f}s TRE {before*1e3:.0f} -> {after*1e3:.1f} um; "
+          f"Dice {d_before} -> {d_after}")
+    assert after < 0.030                     # < 30 um mean TRE on 300 unseen interior points
+    assert after < before / 10               # far better than before
+    assert set(d_after) == {1, 2, 3, 2**24 + 1}
+    assert min(d_after.values()) > 0.95
+    assert all(d_after[k] > d_before[k] + 0.1 for k in (2, 3, 2**24 + 1))
+    # both directions agree: sample -> template -> sample comes back
+    pts = _interior_points(sm["labels"], sp, n=50, seed=9)
+    back = res.transform_points(res.transform_points(pts), inverse=True)
+    assert np.abs(back - pts).max() < 0.01
+    # template labels carried onto the sample (inverse) match the sample's own labels
+    d_inv = dice(res.warp_labels(tm["labels"], inverse=True), sm["labels"])
+    assert min(d_inv.values()) > 0.93
+
+
+@pytest.mark.slow
+def test_phantom_rigid_only_recovers_rigid_truth():
+    sp = 0.1
+    truth = random_phantom_warp(rotation_deg=10, shift_mm=0.4, affine=0.0, amplitude=0.0, seed=4)
+    tm, sm = brain_phantom(sp), brain_phantom(sp, warp=truth, noise=0.02)
+    res = register_to_atlas(sm["image"], sp, _as_image(tm["image"], "template", sp), stages=("rigid",), progress=False)
+    pts = _interior_points(sm["labels"], sp)
+    pred = res.transform_points(pts)
+    # fit the recovered map (array frames) and compare with the truth
+    X = np.c_[pts - sm["centre"], np.ones(len(pts))]
+    A = np.linalg.lstsq(X, pred - tm["centre"], rcond=None)[0].T
+    R_est, R_true = A[:, :3], truth.matrix
+    angle = np.degrees(np.arccos(np.clip((np.trace(R_est @ R_true.T) - 1) / 2, -1, 1)))
+    err = np.linalg.norm(pred - (truth(pts - sm["centre"]) + tm["centre"]), axis=1)
+    print(f"\nrigid: angle error {angle:.3f} deg, point error mean {err.mean()/sp:.3f} max {err.max()/sp:.3f} voxel")
+    assert angle < 0.5
+    assert err.max() < 0.5 * sp
+
+
+@pytest.mark.slow
+def test_phantom_elastix_backend():
+    pytest.importorskip("itk")
+    sp = 0.2
+    truth = random_phantom_warp(rotation_deg=8, shift_mm=0.3, affine=0.05, amplitude=0.12, seed=1)
+    tm = brain_phantom(sp, shape=(42, 32, 38))
+    sm = brain_phantom(sp, shape=(42, 32, 38), warp=truth, noise=0.02)
+    t0 = time.perf_counter()
+    res = register_to_atlas(sm["image"], sp, _as_image(tm["image"], "template", sp), backend="elastix",
+                            metric="cc", grid_spacing=1.0, threads=2, progress=False)
+    before, after, d_before, d_after = _tre_dice(res, sp, truth, tm, sm)
+    print(f"\nelastix r+a+b at 0.2 mm: {time.perf_counter() - t0:.1f}s TRE {before*1e3:.0f} -> {after*1e3:.1f} um; "
+          f"Dice {d_before} -> {d_after}")
+    assert len(res.trace) > 0 and set(r["stage"] for r in res.trace) == {"rigid", "affine", "bspline"}
+    assert after < 0.5 * sp and after < before / 5
+    assert min(d_after.values()) > 0.9
+
+
+@pytest.mark.slow
+def test_mni152_known_affine_recovered(tmp_path):
+    nilearn_datasets = pytest.importorskip("nilearn.datasets")
+    import nibabel as nib
+    t1 = nilearn_datasets.load_mni152_template(resolution=2)
+    gm = nilearn_datasets.load_mni152_gm_template(resolution=2)
+    wm = nilearn_datasets.load_mni152_wm_template(resolution=2)
+    for name, im in (("t1", t1), ("gm", gm), ("wm", wm)):
+        nib.save(nib.Nifti1Image(np.asarray(im.get_fdata(), np.float32), im.affine), tmp_path / f"{name}.nii.gz")
+    tmpl = load_template(tmp_path / "t1.nii.gz")
+    g = sitk.GetArrayFromImage(load_template(tmp_path / "gm.nii.gz"))
+    w = sitk.GetArrayFromImage(load_template(tmp_path / "wm.nii.gz"))
+    lab = np.zeros(g.shape, np.uint32); lab[(g > 0.5) & (g >= w)] = 1; lab[(w > 0.5) & (w > g)] = 2
+    lab_img = sitk.GetImageFromArray(lab); lab_img.CopyInformation(tmpl)
+    # known warp W: sample physical -> template physical (rotation 7 deg, scaling, 5 mm shift)
+    W = sitk.AffineTransform(3)
+    c = tmpl.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in tmpl.GetSize()])
+    W.SetCenter(c)
+    th = np.radians(7)
+    R = np.array([[1, 0, 0], [0, np.cos(th), -np.sin(th)], [0, np.sin(th), np.cos(th)]]) @ np.diag([1.04, 0.97, 1.02])
+    W.SetMatrix(tuple(R.ravel())); W.SetTranslation((3.0, -4.0, 2.0))
+    sample = sitk.Resample(tmpl, tmpl, W, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    sample_lab = sitk.Resample(lab_img, tmpl, W, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt32)
+    t0 = time.perf_counter()
+    res = register_to_atlas(sample, None, tmpl, stages=("rigid", "affine"), metric="mi", progress=False)
+    d_before = dice(sitk.GetArrayFromImage(sample_lab), lab)
+    d_after = dice(res.warp_labels(sample_lab), lab)
+    print(f"\nMNI152 2 mm: {time.perf_counter() - t0:.1f}s Dice GM/WM {d_before} -> {d_after}")
+    assert d_after[1] > 0.9 and d_after[2] > 0.93
+    assert d_after[1] > d_before[1] + 0.2 and d_after[2] > d_before[2] + 0.2
+    # a landmark moves as the known warp says (points: sample -> template = W)
+    q = np.array([[40.0, 60.0, 50.0], [60.0, 100.0, 90.0]])  # sample array frame, mm
+    phys = np.array([sample.TransformContinuousIndexToPhysicalPoint(tuple(p[::-1] / 2)) for p in q])
+    expect = np.array([W.TransformPoint(tuple(p)) for p in phys])
+    got = res.transform_points(q)
+    got_phys = np.array([tmpl.TransformContinuousIndexToPhysicalPoint(tuple(p[::-1] / 2)) for p in got])
+    assert np.linalg.norm(got_phys - expect, axis=1).max() < 1.0   # mm, half a voxel
