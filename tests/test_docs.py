@@ -141,7 +141,7 @@ def test_api_pages_show_every_exported_function_with_signature(browser_run):
         for name in getattr(mod, "__all__", []):
             obj = getattr(mod, name)
             if not (inspect.isfunction(obj) or inspect.isclass(obj)): continue
-            assert name in heads, f"{href} ({nbname}) has no entry for exported {modname}.{name}"
+            assert name in heads, f"{href} ({nbname}) has no entry for exported {modname}.{name}; entries: {sorted(heads)}"
             sig = re.sub(r"\s+", " ", heads[name]["sig"])
             assert re.search(rf"\b(def|class)\s+{re.escape(name)}\s*\(", sig), \
                 f"{href}: no signature under {name}: {sig[:200]!r}"
