@@ -79,6 +79,7 @@ def browser_run(site, server):
                 pg.goto(server + href, wait_until="networkidle")
                 if href == "docs.html":  # the widget snapshot: wait until the HTML manager has rendered it
                     pg.wait_for_selector(".mvr-widget-demo", timeout=30_000)
+                    pg.locator(".mvr-widget-demo").scroll_into_view_if_needed()
                     ARTIFACTS.mkdir(exist_ok=True)
                     pg.screenshot(path=str(ARTIFACTS / "docs_widget_page.png"), full_page=False)
                 pages[href] = pg.evaluate("""() => {
