@@ -26,12 +26,27 @@ def _sampled_overlap(va, vb, key, n_per_dim):
     lo, hi = corners.min(0), corners.max(0)
     h = (hi - lo) / n_per_dim
     axes = [lo[d] + h[d] * (np.arange(n_per_dim) + 0.5) for d in range(len(lo))]
+    inv = [(np.linalg.inv(get_affine(v, key)), *view_extent(v)) for v in (va, vb)]
+    grids = np.meshgrid(*axes[1:], indexing="ij")
+    rest = np.stack([g.ravel() for g in grids], 1)
+    step = max(1, 2_000_000 // len(rest))
     count = 0
-    for first in axes[0]:
-        grids = np.meshgrid(*axes[1:], indexing="ij")
-        pts = np.stack([np.full(grids[0].size, first)] + [g.ravel() for g in grids], 1)
-        count += np.count_nonzero(_inside(va, key, pts) & _inside(vb, key, pts))
+    for s in range(0, n_per_dim, step):
+        first = np.repeat(axes[0][s:s + step], len(rest))
+        pts = np.concatenate([first[:, None], np.tile(rest, (len(axes[0][s:s + step]), 1))], 1)
+        ok = np.ones(len(pts), bool)
+        for m, vlo, vhi in inv:
+            q = pts @ m[:-1, :-1].T + m[:-1, -1]
+            ok &= np.all((q >= vlo) & (q <= vhi), axis=1)
+        count += np.count_nonzero(ok)
     return count * np.prod(h)
+
+
+def _grid_views(grid, tile, spacing, overlap):
+    "Views (zeros, no image content) on a regular grid, the layout of `tiled_dataset` without rendering images."
+    size = np.array(tile) * np.array(spacing)
+    return [view_from_array(np.zeros(tile, np.uint8), spacing=spacing, affine=affine_from_translation(np.array(p) * size * (1 - overlap)))
+            for p in np.ndindex(*grid)]
 
 
 def _random_view(rng, nd, rotate=True):
@@ -46,13 +61,13 @@ def _random_view(rng, nd, rotate=True):
     return view_from_array(np.zeros(tuple(shape)), spacing=spacing, affine=a)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000))
 def test_rotated_2d_overlap_matches_dense_sampling(seed):
     rng = np.random.default_rng(seed)
     va, vb = _random_view(rng, 2), _random_view(rng, 2)
     r = overlap_region(va, vb, "stage")
-    est = _sampled_overlap(va, vb, "stage", 1500)
+    est = _sampled_overlap(va, vb, "stage", 800)
     area_a = np.prod(view_extent(va)[1] - view_extent(va)[0])
     if r is None:
         assert est < 2e-3 * area_a  # at most boundary-sampling noise
@@ -68,7 +83,7 @@ def test_rotated_2d_overlap_matches_dense_sampling(seed):
 
 
 @pytest.mark.slow
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000))
 def test_rotated_3d_overlap_matches_dense_sampling(seed):
     rng = np.random.default_rng(seed)
@@ -112,7 +127,10 @@ def test_axis_aligned_grid_exact(nd):
     tile = (40, 50) if nd == 2 else (10, 20, 24)
     spacing = (0.8, 1.3) if nd == 2 else (2.0, 0.6, 0.45)
     overlap = 0.2
-    views, _ = tiled_dataset(ndim=nd, grid=grid, tile_shape=tile, spacing=spacing, overlap=overlap, seed=0)
+    views = _grid_views(grid, tile, spacing, overlap)
+    if nd == 2:  # the sample data places its tiles the same way
+        sample, _ = tiled_dataset(ndim=nd, grid=grid, tile_shape=tile, spacing=spacing, overlap=overlap, seed=0)
+        np.testing.assert_allclose([get_affine(v, "stage") for v in sample], [get_affine(v, "stage") for v in views])
     g = build_overlap_graph(views, "stage")
     size = np.array(tile) * np.array(spacing)
     w = overlap * size
@@ -184,7 +202,7 @@ def test_tolerance_grows_and_shrinks():
 @pytest.mark.parametrize("nd", [2, 3])
 def test_pruning_on_grids_with_diagonals(nd):
     grid = (5, 4) if nd == 2 else (3, 3, 2)
-    views, _ = tiled_dataset(ndim=nd, grid=grid, tile_shape=(32, 32) if nd == 2 else (6, 12, 12), seed=1)
+    views = _grid_views(grid, (32, 32) if nd == 2 else (6, 12, 12), (1., 1.) if nd == 2 else (2., .5, .5), 0.15)
     g = build_overlap_graph(views, "stage")
     idx = np.array(list(np.ndindex(*grid)))
     four = {(i, j) for (i, p), (j, q) in itertools.combinations(enumerate(idx), 2) if np.abs(q - p).sum() == 1}
