@@ -2,13 +2,11 @@
 import json
 import re
 import pickle
-from pathlib import Path
 
 import dask
 import dask.array as da
 import numpy as np
 import pytest
-import tifffile
 import zarr
 
 from multiview_reg.data import tiled_dataset, registration_error
