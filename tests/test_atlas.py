@@ -373,3 +373,37 @@ def test_mni152_known_affine_recovered(tmp_path):
     got = res.transform_points(q)
     got_phys = np.array([tmpl.TransformContinuousIndexToPhysicalPoint(tuple(p[::-1] / 2)) for p in got])
     assert np.linalg.norm(got_phys - expect, axis=1).max() < 1.0   # mm, half a voxel
+
+
+@pytest.mark.slow
+def test_auto_initial_rotation_and_reoriented_sample_points():
+    "A sample stored in another orientation (a proper rotation, undeclared) is found by initial_rotation='auto'."
+    sp = 0.2
+    tm = brain_phantom(sp, shape=(42, 32, 38))
+    truth = random_phantom_warp(rotation_deg=5, shift_mm=0.2, affine=0.0, amplitude=0.0, seed=2)
+    sm = brain_phantom(sp, shape=(42, 32, 38), warp=truth, noise=0.02)
+    sample = reorient(sm["image"], "pir", "sal")               # the template is laid out 'pir'
+    tmpl = _as_image(tm["image"], "template", sp, orientation="pir")
+    res = register_to_atlas(sample, sp, tmpl, stages=("rigid",), initial_rotation="auto", progress=False)
+    # points picked in the reoriented sample array -> original sample array -> truth in the template
+    pts = _interior_points(sm["labels"], sp, n=100)            # original sample array frame, mm
+    m = reorient_affine("pir", "sal", sm["labels"].shape)
+    idx_new = (np.c_[pts / sp, np.ones(len(pts))] @ m.T)[:, :3]
+    true_pts = truth(pts - sm["centre"]) + tm["centre"]
+    err = target_registration_error(res.transform_points(idx_new * sp), true_pts)
+    print(f"\nauto rotation: TRE mean {err['mean']*1e3:.1f} um, max {err['max']*1e3:.1f} um")
+    assert err["mean"] < 0.25 * sp and err["max"] < 0.5 * sp
+
+
+@pytest.mark.slow
+def test_finer_sample_is_downsampled_to_the_template_resolution():
+    truth = random_phantom_warp(rotation_deg=6, shift_mm=0.3, affine=0.0, amplitude=0.0, seed=6)
+    tm = brain_phantom(0.2, shape=(42, 32, 38))
+    sm = brain_phantom(0.1, shape=(84, 64, 76), warp=truth, noise=0.02)
+    res = register_to_atlas(sm["image"], 0.1, _as_image(tm["image"], "template", 0.2), stages=("rigid",), progress=False)
+    assert res.info["working_spacing"] == pytest.approx(0.2)
+    pts = _interior_points(sm["labels"], 0.1, n=200)
+    err = target_registration_error(res.transform_points(pts), truth(pts - sm["centre"]) + tm["centre"])
+    assert err["mean"] < 0.25 * 0.2
+    assert res.warp_image().shape == tm["image"].shape
+    assert res.warp_labels(sm["labels"]).shape == tm["image"].shape
