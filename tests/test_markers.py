@@ -254,12 +254,17 @@ def test_end_to_end_rotated_views_markers_beat_phase_correlation(angle, seed):
     res = pairwise_markers(fixed_points=fp, moving_points=mp, initial_affine=np.linalg.inv(Tm) @ Tf)
     set_affine(views[0], Tf, "markers"); set_affine(views[1], Tf @ np.linalg.inv(res["affine_matrix"]), "markers")
     direct = registration_error(views, "markers", truth)["max_px"]
-    # 2. through the pairwise registry, points given in the frames of the crops (what register() must pass)
+    # 2. through the pairwise registry: (a) moving points in the fixed view's frame (what register() passes),
+    #    (b) moving points in the frame of the (resampled) moving crop
+    fp2, mp_fixed = overlap_points(views[0], views[1], "stage", tolerance=10.0, frame="fixed")
+    edge = register_edge(views, 0, 1, "stage", pairwise_reg_func="markers",
+                         pairwise_reg_func_kwargs={"fixed_points": fp2, "moving_points": mp_fixed, "points_frame": "fixed"})
+    via_registry = _edge_error(views, truth, "markers_edge", edge)
     op = extract_overlap_pair(views[0], views[1], "stage", max_pixels=2 ** 16)
     mp_crop = apply_affine(np.linalg.inv(op.moving_to_view), mp)
-    edge = register_edge(views, 0, 1, "stage", pairwise_reg_func="markers",
-                         pairwise_reg_func_kwargs={"fixed_points": fp, "moving_points": mp_crop})
-    via_registry = _edge_error(views, truth, "markers_edge", edge)
+    edge_crop = register_edge(views, 0, 1, "stage", pairwise_reg_func="markers",
+                              pairwise_reg_func_kwargs={"fixed_points": fp, "moving_points": mp_crop})
+    assert abs(_edge_error(views, truth, "markers_edge_crop", edge_crop) - via_registry) < 1e-6
     # 3. through the registry, beads detected in the overlap crops
     edge_det = register_edge(views, 0, 1, "stage", pairwise_reg_func="markers",
                              pairwise_reg_func_kwargs={"detect_kwargs": {"sigma": 0.8}})
