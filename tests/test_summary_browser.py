@@ -198,7 +198,7 @@ def test_summary_widget_in_jupyterlab(lab):
             info1 = pg.locator(".mvr-pair-info").inner_text()
             assert info1 != info0 and "quality" in info1 and "residual" in info1 and "used by the resolver: yes" in info1
             # the dropped link of the empty tile says so
-            select.select_option(label="7 – 8")
+            select.select_option(label="7 – 8 (dropped)")
             pg.wait_for_function("() => document.querySelector('.mvr-pair-info').innerText.includes('edge 7 – 8')",
                                  timeout=60_000)
             assert "used by the resolver: no" in pg.locator(".mvr-pair-info").inner_text()
