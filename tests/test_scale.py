@@ -109,3 +109,30 @@ def test_local_cluster_memory_limited():
     err = registration_error([as_view(v) for v in views], "reg", truth)
     assert err["max_px"] < 1.0, err
     print(dict(res["memory_plan"]), res["timing"], err["max_px"])
+
+
+_TASK_SCRIPT = textwrap.dedent("""
+    import json, resource
+    import numpy as np
+    from multiview_reg.data import procedural_dataset
+    from multiview_reg.pairwise import register_edge
+    from multiview_reg.scale import plan_registration
+    def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    w, _ = procedural_dataset(grid=(1, 1, 2), tile_shape=(16, 64, 64), overlap=0.25, chunks=(16, 32, 32), n_levels=1)
+    register_edge(w, 0, 1, "stage", reg_res_level=0)  # warm-up
+    views, truth = procedural_dataset(grid=(1, 1, 2), tile_shape=(64, 256, 512), overlap=0.25, chunks=(32, 64, 64), n_levels=1)
+    plan = plan_registration(views, "stage", max_memory="20GB", max_pixels=2**30, n_threads=1)
+    base = peak()
+    r = register_edge(views, 0, 1, "stage", reg_res_level=0)
+    print(json.dumps({"delta": peak() - base, "model": plan.details["max_task_bytes"], "crop": r["overlap_shape"]}))
+""")
+
+
+@pytest.mark.slow
+def test_task_memory_model():
+    "One pairwise task on a 64x256x128 crop (2**21 px): measured peak RSS increase within [0.6, 1.0] x the model."
+    out = subprocess.run([sys.executable, "-c", _TASK_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    print(r, r["delta"] / r["model"])
+    assert 0.6 * r["model"] <= r["delta"] <= r["model"], r
