@@ -343,3 +343,20 @@ def test_markers_end_to_end_rotated_views():
     print("markers: before", before, "after", e, "qualities", q)
     assert before > 2 and e["max_px"] < 1.0, e
     assert min(q.values()) > 0.3
+
+
+@pytest.mark.slow
+def test_empty_tiles_stay_at_stage_4x4_512():
+    views, truth = tiled_dataset(ndim=2, grid=(4, 4), tile_shape=(512, 512), empty_tiles=(5, 10), seed=0)
+    with pytest.warns(UserWarning, match=r"\[5, 10\]"):
+        res = _reg(views)
+    assert [i for i, q in res["view_quality"].items() if q < 0.2] == [5, 10]
+    good = [i for i in range(16) if i not in (5, 10)]
+    e = registration_error([views[i] for i in good], "registered", [truth[i] for i in good])
+    assert e["mean_px"] < 0.05 and e["max_px"] < 0.1, e
+    # the empty tiles keep their stage placement relative to a registered neighbour (they move with the mosaic)
+    rel = lambda i, j, k: np.linalg.inv(get_affine(views[j], k)) @ get_affine(views[i], k)
+    for e in (5, 10):
+        assert any(np.allclose(rel(e, n, "registered"), rel(e, n, "stage")) for n in (e - 4, e - 1, e + 1, e + 4))
+        # so their error is their own stage jitter relative to that neighbour, not tens of pixels
+        assert registration_error(views, "registered", truth)["per_view_px"][e] < 15
