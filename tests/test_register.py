@@ -300,13 +300,16 @@ def test_local_cluster_equals_threads(grid3):
 def test_multiview_rotated_sitk(transform):
     views, truth = multiview_dataset(angles=(0, 20, -20), seed=1)
     before = registration_error(views, "stage", truth)["max_px"]
-    tt = ("translation", "rigid") if transform == "rigid" else ("translation", "rigid", "affine")
-    res = _reg(views, pairwise_reg_func="sitk", pairwise_reg_func_kwargs={"transform_types": tt},
+    # rigid pairwise registrations (sitk: translation then rigid stage, 30 % metric sampling), resolved globally as
+    # a rigid or an affine model
+    t0 = time.perf_counter()
+    res = _reg(views, pairwise_reg_func="sitk",
+               pairwise_reg_func_kwargs={"transform_types": ("translation", "rigid"), "sampling_percentage": 0.3},
                groupwise_resolution_kwargs={"transform": transform})
     assert res["pruning_method"] == {0: None}  # every view overlaps every other: no alternating pattern
     assert res["pairwise_registration"]["graph"].number_of_edges() == 3
     e = registration_error(views, "registered", truth)
-    print(transform, "before", before, "after", e["mean_px"], e["max_px"])
+    print(transform, "before", before, "after", e["mean_px"], e["max_px"], f"{time.perf_counter() - t0:.0f} s")
     assert before > 2 and e["max_px"] < 1.0, e
 
 
