@@ -86,17 +86,19 @@ def run_one(mode, grid):
     print("RESULT " + json.dumps(out))
 
 
-def _markdown(results, grid):
-    ny, nx = grid
-    gb = ny * nx * TILE[0] * TILE[1] * TILE[2] * 2 / 2**30
-    lines = [f"# Scale: registering a {ny}x{nx} grid of {TILE[0]}x{TILE[1]}x{TILE[2]} uint16 tiles ({gb:.0f} GiB virtual)", "",
+def _gib(grid):
+    return grid[0] * grid[1] * TILE[0] * TILE[1] * TILE[2] * 2 / 2**30
+
+
+def _markdown(results, grid=None):
+    lines = [f"# Scale: registering lazily generated grids of {TILE[0]}x{TILE[1]}x{TILE[2]} uint16 tiles, far larger than memory", "",
              "`python bench/bench_scale.py` (see its docstring). Lazily generated tiles (`procedural_dataset`, chunks "
              f"{CHUNKS}, 5 pyramid levels, overlap 10 %, stage jitter ~4 px), registered with "
              f"`register_within_memory(views, 'stage', max_memory={BUDGET!r}, max_pixels=2**19)` (phase correlation, "
              "default pruning and global optimisation). Machine: 2 cores, 24 GiB RAM, shared with other jobs (load "
              "average below). Errors: `registration_error`, rigid gauge, tile-corner error in level-0 pixels.", ""]
-    lines += ["| run | level (shape) | pairs | wall (s) | graph / pairwise / resolution (s) | peak RSS | stage error mean / max (px) | registered error mean / max (px) | load avg before -> after |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| grid (virtual size) | run | level (largest crop) | pairs | wall (s) | graph / pairwise / resolution (s) | peak RSS | stage error mean / max (px) | registered error mean / max (px) | load avg before -> after |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lv = r["levels"][r["plan_details"]["level"]]
         t = r["timing"]
@@ -107,7 +109,7 @@ def _markdown(results, grid):
         else:
             rss = f"{r['ru_maxrss_MB']:.0f} MB (+{r['rss_peak_above_before_MB']:.0f} MB over the {r['rss_before_MB']:.0f} MB before the call)"
             name = "one process, threads"
-        lines.append(f"| {name} | {r['plan_details']['level']} {tuple(lv['max_crop_shape'])} largest crop | {r['n_pairs']} | "
+        lines.append(f"| {r['grid'][0]}x{r['grid'][1]} ({_gib(r['grid']):.0f} GiB) | {name} | {r['plan_details']['level']} {tuple(lv['max_crop_shape'])} | {r['n_pairs']} | "
                      f"{r['wall_s']:.0f} | {t['graph']:.1f} / {t['pairwise']:.0f} / {t['resolution']:.1f} | {rss} | "
                      f"{r['err_stage_px']['mean_px']:.2f} / {r['err_stage_px']['max_px']:.2f} | "
                      f"{r['err_px']['mean_px']:.3f} / {r['err_px']['max_px']:.3f} | "
@@ -115,7 +117,7 @@ def _markdown(results, grid):
     lines.append("")
     for r in results:
         d = r["plan_details"]
-        lines.append(f"- {r['mode']}: plan {r['plan']} (planning {r['plan_s']:.1f} s); largest task by the model "
+        lines.append(f"- {r['grid'][0]}x{r['grid'][1]} {r['mode']}: plan {r['plan']} (planning {r['plan_s']:.1f} s); largest task by the model "
                      f"{d['max_task_bytes'] / 1e6:.0f} MB; chunk bytes read by all tasks {d['read_bytes'] / 1e9:.2f} GB "
                      f"of {d['full_bytes'] / 1e9:.0f} GB full-resolution data.")
         if r["mode"] == "cluster":
@@ -130,7 +132,11 @@ def main():
     ap.add_argument("--out", default=str(Path(__file__).parent / "RESULTS_scale.md"))
     ap.add_argument("--only", nargs="*", default=["threads", "cluster"])
     ap.add_argument("--child", default=None)
+    ap.add_argument("--merge", nargs="*", default=None, help="JSON result files of earlier runs to write together")
     a = ap.parse_args()
+    if a.merge:
+        results = [r for f in a.merge for r in json.loads(Path(f).read_text())]
+        Path(a.out).write_text(_markdown(results)); print(Path(a.out).read_text()); return
     if a.child:
         run_one(a.child, a.grid); return
     results = []
