@@ -98,6 +98,9 @@ def test_input_errors_one_line_exit_2(tiles, tmp_path, capsys):
     _one_line_error(run("register", *tifs, "--positions", few), "positions", "4 positions for 6 tiles")
     # neither positions nor a grid
     _one_line_error(run("register", *tifs), "positions")
+    # an unknown pairwise method names the known ones
+    _one_line_error(run("register", *tifs, "--positions", d / "positions.csv", "--method", "nope", "--quiet"),
+                    "unknown method", "phase_correlation")
     # a usage error caught by argparse is exit code 2 as well
     p = run("register")
     assert p.returncode == 2 and "TILES" in p.stderr
