@@ -296,21 +296,23 @@ def test_local_cluster_equals_threads(grid3):
 # --- rotated multiview 3D -----------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("transform", ["rigid", "affine"])
-def test_multiview_rotated_sitk(transform):
+def test_multiview_rotated_sitk_rigid_and_affine(tmp_path):
     views, truth = multiview_dataset(angles=(0, 20, -20), seed=1)
     before = registration_error(views, "stage", truth)["max_px"]
+    assert before > 2
     # rigid pairwise registrations (sitk: translation then rigid stage, 30 % metric sampling), resolved globally as
-    # a rigid or an affine model
-    t0 = time.perf_counter()
-    res = _reg(views, pairwise_reg_func="sitk",
-               pairwise_reg_func_kwargs={"transform_types": ("translation", "rigid"), "sampling_percentage": 0.3},
-               groupwise_resolution_kwargs={"transform": transform})
-    assert res["pruning_method"] == {0: None}  # every view overlaps every other: no alternating pattern
-    assert res["pairwise_registration"]["graph"].number_of_edges() == 3
-    e = registration_error(views, "registered", truth)
-    print(transform, "before", before, "after", e["mean_px"], e["max_px"], f"{time.perf_counter() - t0:.0f} s")
-    assert before > 2 and e["max_px"] < 1.0, e
+    # a rigid and as an affine model; the second run reuses the pairwise results from the cache
+    for transform in ("rigid", "affine"):
+        t0 = time.perf_counter()
+        res = _reg(views, pairwise_reg_func="sitk", cache_dir=tmp_path,
+                   pairwise_reg_func_kwargs={"transform_types": ("translation", "rigid"), "sampling_percentage": 0.3},
+                   groupwise_resolution_kwargs={"transform": transform})
+        assert res["pruning_method"] == {0: None}  # every view overlaps every other: no alternating pattern
+        assert res["pairwise_registration"]["graph"].number_of_edges() == 3
+        assert res["n_cached_pairs"] == (0 if transform == "rigid" else 3)
+        e = registration_error(views, "registered", truth)
+        print(transform, "before", before, "after", e["mean_px"], e["max_px"], f"{time.perf_counter() - t0:.0f} s")
+        assert e["max_px"] < 1.0, (transform, e)
 
 
 # --- data written to disk and read back ---------------------------------------------------------------------------
