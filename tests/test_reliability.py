@@ -54,6 +54,18 @@ def test_poor_view_gets_quality_zero_and_keeps_stage(grid, kind):
     assert err["max_px"] < 0.1, err
 
 
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_partial_nonfinite_pixels_are_no_data(grid, bad_value):
+    "A patch of NaN/inf pixels inside an overlap is treated as missing data: no warning needed, accuracy kept."
+    views, truth = grid
+    vs = [v.astype(float).assign_attrs(v.attrs) for v in views]
+    d = vs[0].values.copy(); d[10:24, 40:60] = bad_value
+    vs[0] = vs[0].copy(data=d)
+    _register(vs, new_transform_key="reg")
+    err = registration_error(vs, "reg", truth)
+    assert err["max_px"] < 0.1, err
+
+
 def test_bool_views_are_registered(grid):
     "bool data is converted (to float) rather than refused; thresholded blobs still register."
     views, truth = grid
