@@ -170,6 +170,18 @@ def test_deterministic_across_runs_and_threads(grid):
         assert other.tobytes() == a.tobytes(), np.abs(other - a).max()
 
 
+def test_deterministic_3d_multiscale():
+    "3D multiscale views at a coarser level, rigid resolution: identical across runs and schedulers."
+    views, _ = tiled_dataset(ndim=3, grid=(1, 2, 2), tile_shape=(16, 48, 48), overlap=0.25, jitter=1.5, seed=5)
+    ms = [build_pyramid(v, n_levels=2, min_size=8) for v in views]
+    kw = dict(reg_res_level=1, groupwise_resolution_kwargs={"transform": "rigid"})
+    a = _params(ms, **kw)
+    with dask.config.set(scheduler="synchronous"):
+        b = _params(ms, **kw)
+    c = _params(ms, n_parallel_pairwise_regs=1, **kw)
+    assert b.tobytes() == a.tobytes() and c.tobytes() == a.tobytes()
+
+
 def test_deterministic_across_distributed(grid):
     distributed = pytest.importorskip("distributed")
     views, _ = grid
