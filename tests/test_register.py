@@ -242,6 +242,13 @@ def test_cache_with_dask_views(grid3, tmp_path):
     b = register(lazy, "stage", pairwise_reg_func=g, cache_dir=tmp_path, progress=False)
     assert f.calls == 12 and g.calls == 0
     for x, y in zip(a, b): np.testing.assert_array_equal(x.values, y.values)
+    # multiscale views: the level is part of the key
+    ms = [build_pyramid(v, n_levels=2) for v in views]
+    counts = []
+    for level in (1, 1, 0):
+        h = _Flaky(); register(ms, "stage", pairwise_reg_func=h, cache_dir=tmp_path / "ms", reg_res_level=level, progress=False)
+        counts.append(h.calls)
+    assert counts == [12, 0, 12]
 
 
 # --- parallel execution -----------------------------------------------------------------------------------------
