@@ -47,8 +47,11 @@ def test_poor_view_gets_quality_zero_and_keeps_stage(grid, kind):
     bad_links = [e for e in q if bad in e]
     assert bad_links and all(q[e] == 0.0 for e in bad_links), q
     assert res["view_quality"][bad] == 0.0
-    # the poor view keeps its stage position (no correction); the others are registered accurately
-    np.testing.assert_allclose(res["params"][bad].values, np.eye(3), atol=1e-9)
+    # the poor view keeps its stage placement relative to the mosaic: it takes the correction of a placed
+    # neighbour (register's contract for unlinked views); the others are registered accurately
+    nbrs = [j for e in bad_links for j in e if j != bad]
+    assert any(np.array_equal(res["params"][bad].values, res["params"][j].values) for j in nbrs)
+    assert any(not np.allclose(res["params"][j].values, np.eye(3)) for j in nbrs)  # corrections differ: a real check
     good = [i for i in range(len(vs)) if i != bad]
     err = registration_error([vs[i] for i in good], "reg", [truth[i] for i in good])
     assert err["max_px"] < 0.1, err
