@@ -13,12 +13,13 @@ import xarray as xr
 import dask.array as da
 
 # %% auto #0
-__all__ = ['SPATIAL_DIMS', 'ALL_DIMS', 'DEFAULT_TRANSFORM_KEY', 'affine_from_translation', 'affine_from_linear',
-           'affine_from_scaling', 'affine_from_rotation', 'compose_affines', 'invert_affine', 'apply_affine',
-           'affine_to_xarray', 'affine_from_xarray', 'view_from_array', 'is_multiscale', 'multiscale_levels', 'as_view',
-           'get_spatial_dims', 'get_ndim', 'get_spacing', 'get_origin', 'get_shape', 'get_transform_keys', 'get_affine',
-           'set_affine', 'view_extent', 'view_corners', 'OrientedBox', 'view_obb', 'view_center', 'build_pyramid',
-           'set_points', 'get_point_keys', 'get_points', 'points_in_box']
+__all__ = ['SPATIAL_DIMS', 'ALL_DIMS', 'DEFAULT_TRANSFORM_KEY', 'POINT_TRANSFORMS', 'affine_from_translation',
+           'affine_from_linear', 'affine_from_scaling', 'affine_from_rotation', 'compose_affines', 'invert_affine',
+           'apply_affine', 'affine_to_xarray', 'affine_from_xarray', 'fit_point_transform', 'view_from_array',
+           'is_multiscale', 'multiscale_levels', 'as_view', 'get_spatial_dims', 'get_ndim', 'get_spacing', 'get_origin',
+           'get_shape', 'get_transform_keys', 'get_affine', 'set_affine', 'check_views', 'box_corners', 'view_extent',
+           'view_corners', 'OrientedBox', 'view_obb', 'view_center', 'index_range', 'build_pyramid', 'set_points',
+           'get_point_keys', 'get_points', 'points_in_box']
 
 # %% ../nbs/00_spatial.ipynb #bc2bf52d
 SPATIAL_DIMS = ("z", "y", "x")  # spatial dims, in the order every array and matrix uses
@@ -162,6 +163,34 @@ def affine_from_xarray(xaffine:xr.DataArray, # labelled affine with dims (x_in, 
     if extra: x = x.isel({d: 0 for d in extra})
     labels = [l for l in ("z", "y", "x") if l in list(x.coords["x_in"].values)] + ["1"]
     return _as_matrix(x.sel(x_in=labels, x_out=labels).transpose("x_in", "x_out").values)
+
+# %% ../nbs/00_spatial.ipynb #297d5155
+POINT_TRANSFORMS = ("none", "translation", "rigid", "similarity", "affine")  # the models fit_point_transform fits
+
+def fit_point_transform(src, # (n, ndim) points
+                        dst, # (n, ndim) corresponding points
+                        transform:str="rigid", # one of POINT_TRANSFORMS; 'none' is the identity
+                        allowed=POINT_TRANSFORMS, # the models the caller accepts (listed in the error)
+                        arg:str="transform" # the caller's argument name, for the error
+                       ) -> np.ndarray: # (ndim+1, ndim+1) matrix mapping src onto dst
+    "Least-squares transform of one type mapping `src` onto `dst` (Umeyama 1991, doi:10.1109/34.88573)."
+    if transform not in allowed or transform not in POINT_TRANSFORMS:
+        raise ValueError(f"{arg}: expected one of {tuple(allowed)}, got {transform!r}")
+    src, dst = np.asarray(src, float), np.asarray(dst, float)
+    if src.ndim != 2 or src.shape != dst.shape:
+        raise ValueError(f"src, dst: expected two (n, ndim) arrays of the same shape, got {src.shape} and {dst.shape}")
+    nd = src.shape[1]
+    if transform == "none": return np.eye(nd + 1)
+    ms, md = src.mean(0), dst.mean(0)
+    if transform == "translation": return affine_from_translation(md - ms)
+    if transform == "affine":
+        sol = np.linalg.lstsq(np.c_[src - ms, np.ones(len(src))], dst - md, rcond=None)[0]
+        return affine_from_linear(sol[:nd].T, md + sol[nd] - sol[:nd].T @ ms)
+    u, sv, vt = np.linalg.svd((dst - md).T @ (src - ms))  # cross-covariance: rotation U D V^T
+    d = np.ones(nd); d[-1] = np.sign(np.linalg.det(u @ vt)) or 1.0  # D flips the last axis of a reflection
+    r = u @ np.diag(d) @ vt
+    c = (sv @ d) / np.sum((src - ms) ** 2) if transform == "similarity" else 1.0
+    return affine_from_linear(c * r, md - c * r @ ms)
 
 # %% ../nbs/00_spatial.ipynb #c22549dc
 def _check_dims(dims, ndim=None, name="dims"):
@@ -380,6 +409,60 @@ def set_affine(view, # a view or multiscale view (modified in place, and returne
         view.attrs["transforms"] = {**view.attrs.get("transforms", {}), transform_key: xa}
     return view
 
+# %% ../nbs/00_spatial.ipynb #7b905773
+_COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
+
+def _check_transform_key(plain, nts, transform_key):
+    "Every view carries `transform_key`, a valid matrix at each time point."
+    if not isinstance(transform_key, str):
+        raise TypeError(f"transform_key: expected a string (a key of view.attrs['transforms']), got {type(transform_key).__name__}")
+    lacking = [i for i, v in enumerate(plain) if transform_key not in get_transform_keys(v)]
+    if lacking:
+        raise KeyError(f"transform_key: {transform_key!r} is missing from views {lacking[:10]}; "
+                       f"view {lacking[0]} has {get_transform_keys(plain[lacking[0]])}")
+    for i, v in enumerate(plain):
+        timed = "t" in get_affine(v, transform_key, as_xarray=True).dims
+        for t in range(nts[i]):
+            try: get_affine(v, transform_key, t=t if timed else None)
+            except (TypeError, ValueError) as e: raise type(e)(f"views[{i}] transform {transform_key!r}: {e}") from None
+
+def check_views(views:list, # views (DataArray) or multiscale views (DataTree)
+                transform_key:str=None, # if given, every view must have this transform, valid at every time point
+                min_views:int=2, # how many views the caller needs
+                caller:str=None # the function named in the "too few views" error, e.g. 'register'
+               ) -> list: # the plain (level-0) views
+    "Validate a list of views from metadata only; raise one error naming the first bad view and what is wrong."
+    if isinstance(views, (xr.DataArray, xr.DataTree)) or not isinstance(views, (list, tuple)):
+        raise TypeError(f"views: expected a list of views (DataArray or multiscale DataTree), got {type(views).__name__}")
+    if len(views) < min_views:
+        raise ValueError(f"views: {caller + ' needs' if caller else 'need'} at least "
+                         f"{_COUNT_WORDS.get(min_views, min_views)} views, got {len(views)}")
+    plain = []
+    for i, v in enumerate(views):
+        try: plain.append(as_view(v))
+        except (TypeError, ValueError) as e: raise type(e)(f"views[{i}]: {e}") from None
+    dims = [get_spatial_dims(v) for v in plain]
+    if len(set(dims)) > 1:
+        groups = {d: [i for i, x in enumerate(dims) if x == d] for d in dict.fromkeys(dims)}
+        raise ValueError("views: all views need the same spatial dims; got " +
+                         "; ".join(f"{''.join(d)} for views {ix[:10]}" for d, ix in groups.items()))
+    nts = [int(v.sizes["t"]) if "t" in v.dims else 1 for v in plain]
+    if len(set(nts)) > 1:
+        raise ValueError(f"views: all views need the same number of time points, got {sorted(set(nts))} "
+                         f"(view 0 has {nts[0]}; views {[i for i, n in enumerate(nts) if n != nts[0]][:10]} differ)")
+    if transform_key is not None: _check_transform_key(plain, nts, transform_key)
+    return plain
+
+# %% ../nbs/00_spatial.ipynb #148e275d
+def box_corners(lo, # (..., ndim) lower corners of axis-aligned boxes
+                hi # (..., ndim) upper corners
+               ) -> np.ndarray: # (..., 2**ndim, ndim) corners
+    "The 2**ndim corners of axis-aligned boxes in binary order (last dim fastest); leading dims broadcast."
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    nd = lo.shape[-1]
+    pick_hi = np.array(np.meshgrid(*[[0, 1]] * nd, indexing="ij")).reshape(nd, -1).T.astype(bool)  # (2**nd, nd)
+    return np.where(pick_hi, hi[..., None, :], lo[..., None, :])
+
 # %% ../nbs/00_spatial.ipynb #db09beb3
 def view_extent(view, # a view or multiscale view
                 asarray:bool=True):
@@ -387,18 +470,12 @@ def view_extent(view, # a view or multiscale view
     sp, og, sh = get_spacing(view, True), get_origin(view, True), get_shape(view, True)
     return og - sp / 2, og + (sh - 0.5) * sp
 
-def _box_corners(lo, hi):
-    "The 2**ndim corners of an axis-aligned box, in binary order (last dim fastest)."
-    nd = len(lo)
-    idx = np.array(np.meshgrid(*[[0, 1]] * nd, indexing="ij")).reshape(nd, -1).T
-    return np.where(idx == 1, hi, lo)
-
 def view_corners(view, # a view or multiscale view
                  transform_key:str=None, # world system; None gives the view's own physical coordinates
                  t:int=None # time index for time-resolved transforms
                 ) -> np.ndarray: # (2**ndim, ndim) corners in (z, y, x) order
     "Corners of a view's extent in world (or own physical) coordinates."
-    c = _box_corners(*view_extent(view))
+    c = box_corners(*view_extent(view))
     return c if transform_key is None else apply_affine(get_affine(view, transform_key, t), c)
 
 # %% ../nbs/00_spatial.ipynb #0290ee27
@@ -412,7 +489,7 @@ class OrientedBox:
     @property
     def corners(self):
         "(2**ndim, ndim) corners."
-        sel = _box_corners(-0.5 * np.ones(self.ndim), 0.5 * np.ones(self.ndim))
+        sel = box_corners(-0.5 * np.ones(self.ndim), 0.5 * np.ones(self.ndim))
         return self.center + sel @ self.axes
     @property
     def bounds(self):
@@ -443,6 +520,20 @@ def view_obb(view, # a view or multiscale view
 def view_center(view, transform_key:str=None, t:int=None) -> np.ndarray:
     "Centre of a view's extent in world (or own physical) coordinates, (ndim,)."
     return view_obb(view, transform_key, t).center
+
+# %% ../nbs/00_spatial.ipynb #76fcab15
+def index_range(lo, # (ndim,) lower corner of a physical box
+                hi, # (ndim,) upper corner
+                origin, # (ndim,) physical centre of pixel 0
+                spacing, # (ndim,) physical pixel size
+                shape # (ndim,) array shape, pixels
+               ) -> tuple: # (first, last) pixel index per dim, inclusive, each (ndim,) int
+    "First and last pixel index whose pixel cell intersects the physical box [lo, hi], clipped to the array."
+    lo, hi, origin, spacing = (np.asarray(x, float) for x in (lo, hi, origin, spacing))
+    last = np.asarray(shape, int) - 1
+    i0 = np.floor((lo - origin) / spacing + 0.5 + 1e-6).astype(int)
+    i1 = np.ceil((hi - origin) / spacing - 0.5 - 1e-6).astype(int)
+    return np.clip(i0, 0, last), np.clip(i1, 0, last)
 
 # %% ../nbs/00_spatial.ipynb #511573fa
 def _level_factors(shape, min_size, n_levels):
