@@ -1,4 +1,4 @@
-"""Deterministic tiled and multi-view datasets whose true transforms are known, and the error measure every test reports
+"""Deterministic tiled and multi-view datasets whose true transforms are known; the error measures against this truth are in `multiview_reg.metrics`
 
 Docs: https://multiview-reg.github.io/multiview_reg/data.html.md"""
 
@@ -10,10 +10,10 @@ import numpy as np
 import xarray as xr
 from .spatial import *
 from .spatial import _per_dim, _level_factors
+from .metrics import registration_error  # transitional: moved to multiview_reg.metrics
 
 # %% auto #0
-__all__ = ['random_blobs', 'render_blobs', 'tiled_dataset', 'multiview_dataset', 'registration_error', 'ProceduralSpecimen',
-           'procedural_dataset']
+__all__ = ['random_blobs', 'render_blobs', 'tiled_dataset', 'multiview_dataset', 'ProceduralSpecimen', 'procedural_dataset']
 
 # %% ../nbs/01_data.ipynb #492c2262
 def random_blobs(lo, # lower world bound, (ndim,) physical
@@ -247,52 +247,6 @@ def multiview_dataset(angles=(0, 20, -20, 90), # nominal view angles in degrees 
         views.append(view_from_array(_to_dtype(img, dtype, rng, noise), dims=SPATIAL_DIMS, spacing=sp, affine=nominal))
         truth.append(a)
     return views, truth
-
-# %% ../nbs/01_data.ipynb #00890873
-def _fit_gauge(src, dst, gauge):
-    "Least-squares transform (translation or rigid) mapping src points to dst points."
-    nd = src.shape[1]
-    if gauge == "none": return np.eye(nd + 1)
-    ms, md = src.mean(0), dst.mean(0)
-    if gauge == "translation": return affine_from_translation(md - ms)
-    if gauge != "rigid": raise ValueError(f"gauge: expected 'rigid', 'translation' or 'none', got {gauge!r}")
-    u, _, vt = np.linalg.svd((src - ms).T @ (dst - md))
-    d = np.sign(np.linalg.det(vt.T @ u.T))
-    r = vt.T @ np.diag([1] * (nd - 1) + [d]) @ u.T
-    return affine_from_linear(r, md - r @ ms)
-
-def registration_error(views:list, # views carrying `transform_key`
-                       transform_key:str, # the estimated transforms to assess
-                       truth:list, # true affine per view (or (nt, ...) stacks), view physical -> world
-                       gauge:str="rigid", # freedom removed before measuring: 'rigid', 'translation' or 'none'
-                       t:int=None # time index; default: every time point (each with its own gauge)
-                      ) -> dict:
-    "Corner error of estimated transforms against the truth, gauge removed: px and physical, per view, mean, max."
-    if len(views) != len(truth):
-        raise ValueError(f"truth: {len(truth)} transforms for {len(views)} views")
-    stacks = [np.asarray(tr, float) for tr in truth]
-    nt = max(1 if s.ndim == 2 else s.shape[0] for s in stacks)
-    ts = range(nt) if t is None else [t]
-    per_px, per_ph = [], []
-    for ti in ts:
-        est, tru, sps = [], [], []
-        for v, s in zip(views, stacks):
-            tr = s if s.ndim == 2 else s[ti]
-            c = view_corners(v)
-            tv = get_affine(v, transform_key, ti if "t" in get_affine(v, transform_key, as_xarray=True).dims else None)
-            est.append(apply_affine(tv, c)); tru.append(apply_affine(tr, c))
-            sps.append((np.linalg.inv(tr[:-1, :-1]), get_spacing(v, True)))
-        g = _fit_gauge(np.concatenate(est), np.concatenate(tru), gauge)
-        row_px, row_ph = [], []
-        for e, tr_c, (linv, sp) in zip(est, tru, sps):
-            d = apply_affine(g, e) - tr_c
-            row_ph.append(np.sqrt(np.mean(np.sum(d ** 2, 1))))
-            row_px.append(np.sqrt(np.mean(np.sum(((d @ linv.T) / sp) ** 2, 1))))
-        per_px.append(row_px); per_ph.append(row_ph)
-    per_px, per_ph = np.array(per_px), np.array(per_ph)
-    if t is not None or nt == 1: per_px, per_ph = per_px[0], per_ph[0]
-    return {"per_view_px": per_px, "mean_px": float(per_px.mean()), "max_px": float(per_px.max()),
-            "per_view": per_ph, "mean": float(per_ph.mean()), "max": float(per_ph.max())}
 
 # %% ../nbs/01_data.ipynb #c233d848
 def _cell_blobs(seed, k, cell, cell_size, sigma, density):
