@@ -13,7 +13,7 @@ import networkx as nx
 
 # %% auto #0
 __all__ = ['PRUNING_METHODS', 'register_pruning_method', 'prune', 'prune_alternating_pattern', 'prune_shortest_paths',
-           'otsu_threshold', 'prune_otsu_threshold', 'prune_keep_axis_aligned']
+           'otsu_threshold', 'prune_otsu_threshold', 'prune_keep_axis_aligned', 'prune_auto']
 
 # %% ../nbs/03_pruning.ipynb #f50cd47c
 PRUNING_METHODS = {}  # name -> function(graph, **kwargs) returning the edges to keep
@@ -201,4 +201,20 @@ def prune_keep_axis_aligned(graph:nx.Graph, # overlap graph with node attribute 
         ax = np.concatenate([bu.axes, bv.axes])
         ax = ax / np.linalg.norm(ax, axis=1, keepdims=True)
         if np.arccos(np.clip(np.abs(ax @ d).max(), 0, 1)) <= max_angle: keep.append((u, v))
+    return keep
+
+# %% ../nbs/03_pruning.ipynb #f12653a2
+def _is_complete(graph):
+    n = graph.number_of_nodes()
+    return n >= 3 and graph.number_of_edges() == n * (n - 1) // 2
+
+@register_pruning_method("auto")
+def prune_auto(graph:nx.Graph # overlap graph
+              ) -> nx.Graph: # the edges to keep; `.graph['auto']`: the method that ran ('alternating_pattern' or None)
+    "Keep every edge of a complete graph of >= 3 views; otherwise prune with `alternating_pattern`."
+    if _is_complete(graph):
+        keep = nx.Graph(list(graph.edges)); keep.graph["auto"] = None
+        return keep
+    keep = prune_alternating_pattern(graph)
+    keep.graph["auto"] = "alternating_pattern"
     return keep
