@@ -7,7 +7,6 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from multiview_reg.atlas import *
-from multiview_reg.atlas import _as_image
 
 # ---------------------------------------------------------------- orientation
 
@@ -86,7 +85,7 @@ def test_sitk_reorient_keeps_physical_positions():
 
 def test_bad_codes():
     with pytest.raises(ValueError, match="exactly once"): reorient(_encoded(), "pir", "ppr")
-    with pytest.raises(ValueError, match="letters"): reorient(_encoded(), "xyz", "pir")
+    with pytest.raises(ValueError, match="unknown orientation letter"): reorient(_encoded(), "xyz", "pir")
 
 
 # ---------------------------------------------------------------- download / cache (loopback server)
@@ -217,7 +216,7 @@ def test_load_template_formats(tmp_path):
     nii = sitk.GetImageFromArray(a); nii.SetSpacing((1.0, 2.0, 3.0)); sitk.WriteImage(nii, str(tmp_path / "t.nii.gz"))
     img = load_template(tmp_path / "t.nii.gz")
     assert img.GetSpacing() == pytest.approx((1.0, 2.0, 3.0)) and np.allclose(sitk.GetArrayFromImage(img), a)
-    with pytest.raises(ValueError, match="NRRD, NIfTI or TIFF"):
+    with pytest.raises(ValueError, match="NRRD, NIfTI, MetaImage or TIFF"):
         (tmp_path / "t.png").write_bytes(b"x"); load_template(tmp_path / "t.png")
     with pytest.raises(FileNotFoundError, match="does not exist"): load_template(tmp_path / "nope.nrrd")
 
@@ -226,7 +225,7 @@ def test_load_template_formats(tmp_path):
 
 def test_warp_labels_keeps_ids_above_2_24_exactly():
     ph = brain_phantom(0.2, shape=(42, 32, 38))
-    tm = _as_image(ph["image"], "t", 0.2)
+    tm = as_image(ph["image"], 0.2)
     res = register_to_atlas(ph["image"], 0.2, tm, stages=("rigid",), iterations={"rigid": 5}, progress=False)
     out = res.warp_labels(ph["labels"])
     assert out.dtype == np.uint32
@@ -238,7 +237,7 @@ def test_warp_labels_keeps_ids_above_2_24_exactly():
 
 def test_register_bad_input():
     ph = brain_phantom(0.2, shape=(42, 32, 38))
-    tm = _as_image(ph["image"], "t", 0.2)
+    tm = as_image(ph["image"], 0.2)
     with pytest.raises(ValueError, match="ordered subset"): register_to_atlas(ph["image"], 0.2, tm, stages=("affine", "rigid"))
     with pytest.raises(ValueError, match="backend"): register_to_atlas(ph["image"], 0.2, tm, backend="ants")
     with pytest.raises(ValueError, match="metric"): register_to_atlas(ph["image"], 0.2, tm, metric="nmi")
@@ -280,7 +279,7 @@ def test_phantom_rigid_affine_bspline_sitk(full_phantom):
     sp, truth, tm, sm = full_phantom
     t0 = time.perf_counter()
     # 1 mm control grid: SimpleITK's B-spline cost grows with samples x control points (see the notebook)
-    res = register_to_atlas(sm["image"], sp, _as_image(tm["image"], "template", sp), metric="cc", grid_spacing=1.0,
+    res = register_to_atlas(sm["image"], sp, as_image(tm["image"], sp), metric="cc", grid_spacing=1.0,
                             progress=False)
     before, after, d_before, d_after = _tre_dice(res, sp, truth, tm, sm)
     print(f"\nsitk r+a+b: {time.perf_counter() - t0:.1f}s TRE {before*1e3:.0f} -> {after*1e3:.1f} um; "
@@ -304,7 +303,7 @@ def test_phantom_rigid_only_recovers_rigid_truth():
     sp = 0.1
     truth = random_phantom_warp(rotation_deg=10, shift_mm=0.4, affine=0.0, amplitude=0.0, seed=4)
     tm, sm = brain_phantom(sp), brain_phantom(sp, warp=truth, noise=0.02)
-    res = register_to_atlas(sm["image"], sp, _as_image(tm["image"], "template", sp), stages=("rigid",), progress=False)
+    res = register_to_atlas(sm["image"], sp, as_image(tm["image"], sp), stages=("rigid",), progress=False)
     pts = _interior_points(sm["labels"], sp)
     pred = res.transform_points(pts)
     # fit the recovered map (array frames) and compare with the truth
@@ -326,7 +325,7 @@ def test_phantom_elastix_backend():
     tm = brain_phantom(sp, shape=(42, 32, 38))
     sm = brain_phantom(sp, shape=(42, 32, 38), warp=truth, noise=0.02)
     t0 = time.perf_counter()
-    res = register_to_atlas(sm["image"], sp, _as_image(tm["image"], "template", sp), backend="elastix",
+    res = register_to_atlas(sm["image"], sp, as_image(tm["image"], sp), backend="elastix",
                             metric="cc", grid_spacing=1.0, threads=2, progress=False)
     before, after, d_before, d_after = _tre_dice(res, sp, truth, tm, sm)
     print(f"\nelastix r+a+b at 0.2 mm: {time.perf_counter() - t0:.1f}s TRE {before*1e3:.0f} -> {after*1e3:.1f} um; "
@@ -383,7 +382,7 @@ def test_auto_initial_rotation_and_reoriented_sample_points():
     truth = random_phantom_warp(rotation_deg=5, shift_mm=0.2, affine=0.0, amplitude=0.0, seed=2)
     sm = brain_phantom(sp, shape=(42, 32, 38), warp=truth, noise=0.02)
     sample = reorient(sm["image"], "pir", "sal")               # the template is laid out 'pir'
-    tmpl = _as_image(tm["image"], "template", sp, orientation="pir")
+    tmpl = as_image(tm["image"], sp, orientation="pir")
     res = register_to_atlas(sample, sp, tmpl, stages=("rigid",), initial_rotation="auto", progress=False)
     # points picked in the reoriented sample array -> original sample array -> truth in the template
     pts = _interior_points(sm["labels"], sp, n=100)            # original sample array frame, mm
@@ -400,7 +399,7 @@ def test_finer_sample_is_downsampled_to_the_template_resolution():
     truth = random_phantom_warp(rotation_deg=6, shift_mm=0.3, affine=0.0, amplitude=0.0, seed=6)
     tm = brain_phantom(0.2, shape=(42, 32, 38))
     sm = brain_phantom(0.1, shape=(84, 64, 76), warp=truth, noise=0.02)
-    res = register_to_atlas(sm["image"], 0.1, _as_image(tm["image"], "template", 0.2), stages=("rigid",), progress=False)
+    res = register_to_atlas(sm["image"], 0.1, as_image(tm["image"], 0.2), stages=("rigid",), progress=False)
     assert res.info["working_spacing"] == pytest.approx(0.2)
     pts = _interior_points(sm["labels"], 0.1, n=200)
     err = target_registration_error(res.transform_points(pts), truth(pts - sm["centre"]) + tm["centre"])
