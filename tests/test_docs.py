@@ -1,10 +1,11 @@
 """The documentation site, built by the docs command and checked in a real browser (Playwright + Debian chromium).
 
-Builds the whole site with `python -m multiview_reg.docs` into a temporary folder, serves it with `http.server` on
+Builds the whole site with `python tools/build_docs.py` (a development tool, not in the library) into a temporary folder, serves it with `http.server` on
 127.0.0.1 (a free port), and visits every page listed in the sidebar. Asserts: the sidebar lists every notebook,
 in order; no page is empty or throws a JavaScript error; each module page shows every exported function/class
 (from the module's `__all__`) with a heading and its signature; the ipywidgets snapshot in the docs page renders
-(its elements exist in the DOM); KaTeX rendered the maths; and no request leaves localhost (every request is
+(its elements exist in the DOM); KaTeX rendered the maths; the sidebar's sections are the index, Reference (the
+library's modules), Guides, Tutorials; no heading ending in ' -' and no kernel temp path is shown; and no request leaves localhost (every request is
 routed: anything not for the local server is aborted and recorded) and no local request fails.
 Skipped only when chromium is absent and CI is not set. Slow: building the site executes every notebook.
 To iterate on these checks, point MULTIVIEW_REG_DOCS_SITE at a site built earlier (ignored when CI is set)."""
@@ -15,6 +16,7 @@ from urllib.parse import urlparse
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -36,7 +38,7 @@ def site(tmp_path_factory):
     if prebuilt and not os.environ.get("CI"):
         return Path(prebuilt)
     dest = tmp_path_factory.mktemp("docs") / "_docs"
-    res = subprocess.run([sys.executable, "-m", "multiview_reg.docs", "--dest", str(dest)], cwd=ROOT,
+    res = subprocess.run([sys.executable, "tools/build_docs.py", "--dest", str(dest)], cwd=ROOT,
                          capture_output=True, text=True, timeout=3600)
     assert res.returncode == 0, f"docs build failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
     return dest
@@ -56,7 +58,7 @@ def server(site):
 def browser_run(site, server):
     "Visit every page once; record what each showed and every request made."
     from playwright.sync_api import sync_playwright, TimeoutError as PlaywrightTimeout
-    from multiview_reg.docs import doc_notebooks, page_path
+    from build_docs import doc_notebooks, page_path
     host = urlparse(server).netloc
     outside, failed, errors, pages = [], [], [], {}
 
@@ -75,6 +77,7 @@ def browser_run(site, server):
             pg.on("pageerror", lambda e: errors.append(f"{pg.url}: {str(e)[:300]}"))
             pg.goto(server + "index.html", wait_until="networkidle")
             sidebar = pg.eval_on_selector_all("nav.mvr-sidebar li a", "els => els.map(e => e.getAttribute('href'))")
+            sections = pg.eval_on_selector_all("nav.mvr-sidebar .mvr-section", "els => els.map(e => e.textContent.trim())")
             for href in sidebar:
                 pg.goto(server + href, wait_until="networkidle")
                 if href == "docs.html":  # the widget snapshot: wait until the HTML manager has rendered it
@@ -92,7 +95,9 @@ def browser_run(site, server):
                         while (n && !n.querySelector('pre') && !(n.tagName === 'DIV' && n.classList.contains('highlight'))) n = n.nextElementSibling;
                         return {id: h.id, text: h.textContent.replace('¶', '').trim(), sig: n ? n.textContent : ''};
                     });
-                    return {text: main ? main.innerText : '', cells: document.querySelectorAll('.jp-Cell').length,
+                    const headings = [...document.querySelectorAll('main h1, main h2, main h3, main h4')]
+                        .map(h => h.textContent.replace('¶', '').trim());
+                    return {headings, text: main ? main.innerText : '', cells: document.querySelectorAll('.jp-Cell').length,
                             heads, katex: document.querySelectorAll('.katex').length,
                             slider: document.querySelectorAll('.jupyter-widgets .widget-slider').length,
                             readout: [...document.querySelectorAll('.widget-readout')].map(e => e.textContent.trim()),
@@ -102,7 +107,7 @@ def browser_run(site, server):
                 }""")
         finally:
             browser.close()
-    return dict(sidebar=sidebar, pages=pages, outside=outside, failed=failed, errors=errors,
+    return dict(sidebar=sidebar, sections=sections, pages=pages, outside=outside, failed=failed, errors=errors,
                 expected=[page_path(nb, ROOT / "nbs") for nb in doc_notebooks(ROOT / "nbs")])
 
 
@@ -123,7 +128,7 @@ def _check_every_page_renders_with_content(browser_run, site):
 def _module_pages():
     "(page, module name, notebook) for every notebook that exports a module."
     from fastcore.nbio import read_nb
-    from multiview_reg.docs import doc_notebooks, page_path
+    from build_docs import doc_notebooks, page_path
     out = []
     for nb in doc_notebooks(ROOT / "nbs"):
         cells = read_nb(nb).cells
@@ -153,6 +158,25 @@ def _check_api_pages_show_every_exported_function_with_signature(browser_run):
     assert checked >= 10, f"only {checked} exported functions found: is the package exported?"
 
 
+def _check_sections(browser_run):
+    "Reference (the library's modules) comes first; guides and tutorials are sections of their own."
+    secs = browser_run["sections"]
+    assert secs[:2] == ["Reference", "Guides"] and "Tutorials" in secs, secs
+    from build_docs import navigation
+    nav = {s: [p.name for p in ps] for s, ps in navigation(ROOT / "nbs")}
+    assert "12_reliability.ipynb" in nav["Guides"] and "13_scale.ipynb" in nav["Guides"]
+    assert "00_spatial.ipynb" in nav["Reference"] and "11_docs.ipynb" not in nav["Reference"]
+
+
+def _check_no_dash_heading_no_kernel_path(browser_run):
+    "Headings ending in ' -' are hidden, no heading repeats the one before it, warnings carry no kernel temp path."
+    for href, info in browser_run["pages"].items():
+        hs = info["headings"]
+        assert not [h for h in hs if h.endswith(" -")], f"{href}: headings ending in ' -': {[h for h in hs if h.endswith(' -')]}"
+        assert not [a for a, b in zip(hs, hs[1:]) if a == b], f"{href}: a heading repeated: {hs}"
+        assert not re.search(r"ipykernel_\d+", info["text"]), f"{href}: a kernel temp path is shown"
+
+
 def _check_widget_snapshot_renders_offline(browser_run):
     "The ipywidgets example in 11_docs renders from the stored state through the local HTML manager."
     info = browser_run["pages"]["docs.html"]
@@ -176,7 +200,8 @@ def test_docs_site_in_browser(browser_run, site):
     every check runs and all failures are reported together."""
     checks = [_check_sidebar_lists_every_notebook_in_order, _check_every_page_renders_with_content,
               _check_api_pages_show_every_exported_function_with_signature, _check_widget_snapshot_renders_offline,
-              _check_maths_rendered_by_local_katex, _check_no_request_leaves_localhost]
+              _check_maths_rendered_by_local_katex, _check_no_request_leaves_localhost, _check_sections,
+              _check_no_dash_heading_no_kernel_path]
     failures = []
     for check in checks:
         try:

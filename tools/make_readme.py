@@ -1,9 +1,9 @@
 """Write README.md from nbs/index.ipynb without Quarto, with the same processing as the docs site
-(`multiview_reg.docs.process_notebook`: executed in a fresh kernel, nbdev's processors, hidden cells and
+(`tools/build_docs.py`, `process_notebook`: executed in a fresh kernel, nbdev's processors, hidden cells and
 directives removed, `echo`/`output` options honoured), converted to Markdown by nbconvert; figures go to images/."""
 from pathlib import Path
 from nbconvert import MarkdownExporter
-from multiview_reg.docs import process_notebook, notebook_node, tag_remove_config
+from build_docs import process_notebook, notebook_node, tag_remove_config  # tools/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 
