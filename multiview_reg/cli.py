@@ -41,21 +41,16 @@ def _figures_to_png(figs:list, # matplotlib Figures
     return path
 
 def _summary_png(res, views, path):
-    "summary.png from `summary.summary_figures` when that module exists, else from register's own summary plots."
-    try:
-        from multiview_reg.summary import summary_figures
-        figs = list(summary_figures(res, views).values())
-    except ImportError:
-        figs = [res["pairwise_registration"]["summary_plot"], res["groupwise_resolution"]["summary_plot"]]
-        figs = [f for pair in figs for f in (pair if isinstance(pair, (tuple, list)) else [pair]) if f is not None]
-    return _figures_to_png(figs, path)
+    "summary.png: the four figures of `summary.summary_figures`."
+    from multiview_reg.summary import summary_figures
+    return _figures_to_png(list(summary_figures(res, views).values()), path)
 
 # %% ../nbs/10_cli.ipynb #8bb0d202
 def demo(ndim:int=2, # 2 or 3 spatial dims
          out:str="demo_out", # output folder (created)
          seed:int=0, # dataset seed
          progress:bool=False # show a progress bar over pairwise registrations
-        ) -> dict: # {'before', 'after': registration_error dicts, 'result': register's dict}
+        ) -> dict: # {'before', 'after': registration_error dicts, 'result': register's `RegistrationResult`}
     "Register the built-in sample tile scan, compare with its ground truth, write summary.png and transforms.json."
     import matplotlib; matplotlib.use("Agg")
     from multiview_reg.data import tiled_dataset, registration_error
@@ -67,7 +62,7 @@ def demo(ndim:int=2, # 2 or 3 spatial dims
     print(f"sample data: {len(views)} tiles of {shape} pixels ({ndim}D), stage positions off by a few pixels")
     before = registration_error(views, "stage", truth)
     t0 = time.perf_counter()
-    res = register(views, "stage", new_transform_key="registered", return_dict=True, plot_summary=True, progress=progress)
+    res = register(views, "stage", new_transform_key="registered", return_dict=True, progress=progress)
     after = registration_error(views, "registered", truth)
     print(f"error against the ground truth, before: mean {before['mean_px']:.2f} px, max {before['max_px']:.2f} px")
     print(f"                                 after: mean {after['mean_px']:.3f} px, max {after['max_px']:.3f} px "
@@ -75,7 +70,7 @@ def demo(ndim:int=2, # 2 or 3 spatial dims
     outdir = Path(out); outdir.mkdir(parents=True, exist_ok=True)
     png = _summary_png(res, views, outdir / "summary.png")
     js = save_transforms(views, outdir / "transforms.json", "registered",
-                         qualities=[res["view_quality"][i] for i in range(len(views))])
+                         qualities=[res.view_quality[i] for i in range(len(views))])
     print(f"wrote {png} and {js}")
     return {"before": before, "after": after, "result": res}
 
@@ -92,7 +87,7 @@ def register_files(tiles:list, # TIFF files, a folder of TIFFs, or OME-Zarr imag
                    grid=None, # (rows, cols) layout instead of a positions file
                    overlap:float=0.1, # with grid: fraction of a tile shared with its neighbour
                    progress:bool=True # show a progress bar
-                  ) -> dict: # register's result dict
+                  ) -> RegistrationResult: # register's result
     "Read tiles with their stage positions, register them, write the transforms as JSON."
     from multiview_reg.io import read_views, save_transforms
     inputs = [str(t) for t in tiles]
@@ -111,7 +106,7 @@ def register_files(tiles:list, # TIFF files, a folder of TIFFs, or OME-Zarr imag
                        reg_channel_index=channel)
     except (ValueError, KeyError) as e:  # e.g. an unknown --method, no overlap anywhere, a missing channel
         raise _InputError(str(e).strip("'\"")) from None
-    save_transforms(views, out, "registered", qualities=[res["view_quality"][i] for i in range(len(views))])
+    save_transforms(views, out, "registered", qualities=[res.view_quality[i] for i in range(len(views))])
     return res
 
 # %% ../nbs/10_cli.ipynb #a201032b
@@ -169,7 +164,7 @@ def main(argv=None):
             res = register_files(args.tiles, positions=args.positions, spacing=args.spacing, out=args.out,
                                  method=args.method, transform=args.transform, channel=args.channel, grid=args.grid,
                                  overlap=args.overlap, progress=not args.quiet)
-            q = res["view_quality"]
+            q = res.view_quality
             print(f"registered {len(q)} tiles ({sum(1 for x in q.values() if x < 0.2)} with low quality); wrote {args.out}")
     except _InputError as e:
         print(f"multiview-reg {args.command}: error: {e}", file=sys.stderr)

@@ -15,7 +15,7 @@ from .pruning import prune
 
 # %% auto #0
 __all__ = ['BYTES_PER_CROP_PIXEL', 'parse_memory', 'overlap_read_boxes', 'chunks_touched', 'pairwise_task_memory', 'MemoryPlan',
-           'plan_registration', 'register_within_memory']
+           'plan_registration']
 
 # %% ../nbs/13_scale.ipynb #ed163f70
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
@@ -235,25 +235,3 @@ def plan_registration(views:list, # views or multiscale views (DataTree), as for
                "max_task_bytes": s["max_task_bytes"], "task_bytes": s["task_bytes"], "read_bytes": s["read_bytes"],
                "max_memory": budget, "n_edges": len(edges), "full_bytes": int(full), "threads": int(threads)}
     return MemoryPlan(kwargs, details)
-
-# %% ../nbs/13_scale.ipynb #0dda20d7
-def register_within_memory(views:list, # views or multiscale views, as for `register`
-                           transform_key:str, # transforms that place the views in one world
-                           max_memory="2GB", # memory the pairwise step may use on top of the interpreter: bytes or '2GB'
-                           max_pixels:int=2**21, # pixel budget of one registration crop
-                           n_threads:int=None, # threads that run tasks (default: client's or CPU count)
-                           **register_kwargs # any other `register()` argument; explicit ones override the plan
-                          ):
-    "`register()` with pyramid level, binning and parallelism chosen by `plan_registration` from `max_memory`."
-    from multiview_reg.register import register
-    plan = plan_registration(views, transform_key, max_memory, max_pixels, n_threads,
-                             register_kwargs.get("overlap_tolerance", 0.0), register_kwargs.get("pairs"),
-                             register_kwargs.get("pre_registration_pruning_method", "alternating_pattern"),
-                             register_kwargs.get("pre_reg_pruning_method_kwargs"))
-    kw = dict(plan)
-    if "reg_res_level" in register_kwargs or "registration_binning" in register_kwargs:
-        kw.pop("reg_res_level", None); kw.pop("registration_binning", None)  # the user's resolution choice, whole
-    kw.update(register_kwargs)
-    res = register(views, transform_key, **kw)
-    if isinstance(res, dict): res["memory_plan"] = plan
-    return res

@@ -17,44 +17,37 @@ from matplotlib.figure import Figure
 from .spatial import *
 from .graph import plot_overlap_graph
 from .pairwise import extract_overlap_pair
+from .register import RegistrationResult, squeeze_z
 
 # %% auto #0
 __all__ = ['edge_table', 'view_table', 'summary_line', 'plot_graph_summary', 'plot_edge_bars', 'plot_view_displacement',
-           'summary_figures', 'RegistrationResult', 'pair_images', 'RegistrationSummary']
+           'summary_figures', 'pair_images', 'RegistrationSummary']
 
 # %% ../nbs/07_summary.ipynb #c21b5d07
-def _as_dict(result):
-    "The register() result dict (a `RegistrationResult` is one), checked."
-    if not isinstance(result, dict):
-        raise TypeError(f"result: expected the dict from register(..., return_dict=True), got {type(result).__name__}")
-    missing = [k for k in ("params", "pairwise_registration", "groupwise_resolution", "transform_key") if k not in result]
-    if missing: raise KeyError(f"result: missing {missing}; pass the dict from register(..., return_dict=True)")
-    return result
-
-def _n_times(result):
-    "Number of time points registered."
-    return len(result["pairwise_registration"]["graphs"])
+def _as_result(result):
+    "register()'s `RegistrationResult`; a plain result dict of older code is converted once."
+    try: return RegistrationResult.from_dict(result)
+    except TypeError: raise TypeError(f"result: expected the result of register(..., return_dict=True), "
+                                      f"got {type(result).__name__}") from None
 
 def _graph_at(result, t):
     "The registered graph of time index t."
-    graphs = result["pairwise_registration"]["graphs"]
-    if t not in graphs: raise ValueError(f"t: time index {t} not registered; registered: {sorted(graphs)}")
-    return graphs[t]
+    if t not in result.graphs: raise ValueError(f"t: time index {t} not registered; registered: {sorted(result.graphs)}")
+    return result.graphs[t]
 
 def _key(e): return (min(e), max(e))
 
 # %% ../nbs/07_summary.ipynb #00367686
-def edge_table(result, # the dict from `register(..., return_dict=True)` (or a `RegistrationResult`)
+def edge_table(result, # `register(..., return_dict=True)`'s `RegistrationResult` (or an older result dict)
                t:int=None # time index; None: every time point
               ) -> pd.DataFrame:
     "One row per registered edge: quality, residual (physical), used by the resolver, overlap (physical), pairwise shift (pixels)."
-    result = _as_dict(result)
-    gm = result["groupwise_resolution"]["metrics"]
+    result = _as_result(result)
     rows = []
-    for tt in ([t] if t is not None else sorted(result["pairwise_registration"]["graphs"])):
+    for tt in ([t] if t is not None else sorted(result.graphs)):
         g = _graph_at(result, tt)
-        used = {_key(e) for e in gm["used_edges"].get(tt, [])}
-        resid = {_key(e): r for e, r in gm["edge_residuals"].get(tt, {}).items()}
+        used = {_key(e) for e in result.used_edges.get(tt, [])}
+        resid = {_key(e): r for e, r in result.residuals.get(tt, {}).items()}
         for e in sorted(_key(e) for e in g.edges):
             d = g.edges[e]
             sp = np.asarray(d.get("shift_px", [np.nan]), float)
@@ -67,7 +60,7 @@ def edge_table(result, # the dict from `register(..., return_dict=True)` (or a `
 # %% ../nbs/07_summary.ipynb #d6ff30cb
 def _correction(result, i, t, nd):
     "The world correction G_i of view i at time index t, as a (nd+1)^2 matrix."
-    a = result["params"][i]
+    a = result.params[i]
     a = np.asarray(a.transpose(..., "x_in", "x_out").values if hasattr(a, "dims") else a, float)
     if a.ndim == 3: a = a[t]
     if a.shape[0] == nd + 2:  # a single-plane 3D view registered as 2D: drop the z row/column
@@ -85,32 +78,29 @@ def _plain_views(views, result, t=0):
     "Level-0 views in the dimensionality the graph was built in (single-plane 3D views as 2D)."
     if not isinstance(views, (list, tuple)):
         raise TypeError(f"views: expected the list of views that was registered, got {type(views).__name__}")
-    if len(views) != len(result["params"]):
-        raise ValueError(f"views: {len(views)} views, but the result holds {len(result['params'])} corrections")
+    if len(views) != len(result.params):
+        raise ValueError(f"views: {len(views)} views, but the result holds {len(result.params)} corrections")
     plain = [as_view(v) for v in views]
     g = _graph_at(result, t)
     n0 = next(iter(g.nodes), None)
     nd_graph = np.asarray(g.nodes[n0]["corners"]).shape[1] if n0 is not None and "corners" in g.nodes[n0] else get_ndim(plain[0])
     if nd_graph != get_ndim(plain[0]):
-        from multiview_reg.register import _squeeze_z
-        sq = _squeeze_z(plain, result["transform_key"])
+        sq = squeeze_z(plain, result.transform_key)
         if sq is not None: return sq
     return plain
 
 # %% ../nbs/07_summary.ipynb #8bc0d628
-def view_table(result, # the dict from `register(..., return_dict=True)` (or a `RegistrationResult`)
+def view_table(result, # `register(..., return_dict=True)`'s `RegistrationResult` (or an older result dict)
                views:list, # the views that were registered
                t:int=0 # time index
               ) -> pd.DataFrame:
     "One row per view: shift of its centre from the stage position (physical), rotation (degrees), used links, worst residual."
-    result = _as_dict(result)
+    result = _as_result(result)
     plain = _plain_views(views, result, t)
-    key, nd = result["transform_key"], get_ndim(plain[0])
+    key, nd = result.transform_key, get_ndim(plain[0])
     dims = get_spatial_dims(plain[0])
-    gm = result["groupwise_resolution"]["metrics"]
-    used = [_key(e) for e in gm["used_edges"].get(t, [])]
-    resid = {_key(e): r for e, r in gm["edge_residuals"].get(t, {}).items()}
-    vq = result.get("view_quality", {})
+    used = [_key(e) for e in result.used_edges.get(t, [])]
+    resid = {_key(e): r for e, r in result.residuals.get(t, {}).items()}
     rows = []
     for i, v in enumerate(plain):
         g = _correction(result, i, t, nd)
@@ -120,23 +110,23 @@ def view_table(result, # the dict from `register(..., return_dict=True)` (or a `
         row = {"view": i, **{f"shift_{k}": float(x) for k, x in zip(dims, d)}, "shift": float(np.linalg.norm(d)),
                "rotation_deg": _rotation_deg(g[:nd, :nd]), "used_links": len(mine),
                "worst_residual": max((resid.get(e, np.nan) for e in mine), default=np.nan),
-               "quality": float(vq.get(i, np.nan))}
+               "quality": float(result.view_quality.get(i, np.nan))}
         rows.append(row)
     return pd.DataFrame(rows)
 
 # %% ../nbs/07_summary.ipynb #4e315103
-def summary_line(result # the dict from `register(..., return_dict=True)` (or a `RegistrationResult`)
+def summary_line(result # `register(..., return_dict=True)`'s `RegistrationResult` (or an older result dict)
                 ) -> str:
     "One line: views, edges registered/used, median/max residual of the used edges (physical), warnings."
-    result = _as_dict(result)
+    result = _as_result(result)
     et = edge_table(result)
-    nt = _n_times(result)
+    nt = len(result.graphs)
     used = et[et.used]
     r = used.residual.dropna()
     resid = f"residual median {np.median(r):.3g}, max {np.max(r):.3g} (physical)" if len(r) else "no residuals"
     tm = f" over {nt} time points" if nt > 1 else ""
-    nw = len(result.get("warnings", []))
-    return (f"{len(result['params'])} views, {len(et)} edges registered, {len(used)} used{tm}; {resid}; "
+    nw = len(result.warnings)
+    return (f"{len(result.params)} views, {len(et)} edges registered, {len(used)} used{tm}; {resid}; "
             f"{nw} warning{'s' if nw != 1 else ''}")
 
 # %% ../nbs/07_summary.ipynb #4f099408
@@ -144,12 +134,12 @@ _REGISTERED = "_summary_registered"
 
 def _with_registered(result, plain, t=None):
     "Shallow copies of the views carrying the registered transforms (correction @ transform_key) as a private key."
-    key, nd = result["transform_key"], get_ndim(plain[0])
+    key, nd = result.transform_key, get_ndim(plain[0])
     out = []
     for i, v in enumerate(plain):
         c = v.copy(deep=False)
         c.attrs = dict(v.attrs)
-        a = result["params"][i]
+        a = result.params[i]
         a = np.asarray(a.transpose(..., "x_in", "x_out").values if hasattr(a, "dims") else a, float)
         if a.shape[-1] == nd + 2: a = a[..., 1:, 1:]
         out.append(set_affine(c, a, _REGISTERED, base_key=key))
@@ -166,7 +156,7 @@ _LABELS = {"quality": "pairwise quality [0, 1]", "residual": "residual (physical
 _CMAPS = {"quality": "RdYlGn", "residual": "magma_r", "overlap": "viridis"}
 
 # %% ../nbs/07_summary.ipynb #894760e1
-def plot_graph_summary(result, # the dict from `register(..., return_dict=True)` (or a `RegistrationResult`)
+def plot_graph_summary(result, # `register(..., return_dict=True)`'s `RegistrationResult` (or an older result dict)
                        views:list, # the views that were registered
                        stage:str="before", # 'before' (footprints at the stage positions) or 'after' (registered)
                        colour_by:str=None, # 'quality', 'residual' or 'overlap'; default quality before, residual after
@@ -176,19 +166,19 @@ def plot_graph_summary(result, # the dict from `register(..., return_dict=True)`
                       ):
     "Footprints and edges coloured by a per-edge value; after registration used links are solid, dropped ones dotted."
     from matplotlib.lines import Line2D
-    result = _as_dict(result)
+    result = _as_result(result)
     if stage not in ("before", "after"): raise ValueError(f"stage: expected 'before' or 'after', got {stage!r}")
     colour_by = colour_by or ("quality" if stage == "before" else "residual")
     plain = plain if plain is not None else _plain_views(views, result, t)
     g = _graph_at(result, t)
     vals = _edge_values(result, t, colour_by)
     if ax is None: ax = Figure(figsize=(5.5, 5)).subplots()
-    tt = t if _n_times(result) > 1 else None
+    tt = t if len(result.graphs) > 1 else None
     if stage == "before":
-        plot_overlap_graph(g, plain, result["transform_key"], ax=ax, edge_values=vals, cmap=_CMAPS[colour_by],
+        plot_overlap_graph(g, plain, result.transform_key, ax=ax, edge_values=vals, cmap=_CMAPS[colour_by],
                            label=_LABELS[colour_by], t=tt, title=f"before: pairwise links ({colour_by})")
     else:
-        used = {_key(e) for e in result["groupwise_resolution"]["metrics"]["used_edges"].get(t, [])}
+        used = {_key(e) for e in result.used_edges.get(t, [])}
         styles = {e: ("solid" if e in used else "dotted") for e in vals}
         plot_overlap_graph(g, _with_registered(result, plain), _REGISTERED, ax=ax, edge_values=vals,
                            edge_styles=styles, cmap=_CMAPS[colour_by], label=_LABELS[colour_by], t=tt,
@@ -203,12 +193,12 @@ def plot_graph_summary(result, # the dict from `register(..., return_dict=True)`
     return ax
 
 # %% ../nbs/07_summary.ipynb #b1e7aa9c
-def plot_edge_bars(result, # the dict from `register(..., return_dict=True)` (or a `RegistrationResult`)
+def plot_edge_bars(result, # `register(..., return_dict=True)`'s `RegistrationResult` (or an older result dict)
                    t:int=None, # time index; None: every time point
                    axs=None # two matplotlib Axes (quality, residual) sharing x; a new figure when None
                   ):
     "Per edge: pairwise quality (top) and residual (bottom, log scale, physical), dropped links in red and hatched."
-    result = _as_dict(result)
+    result = _as_result(result)
     et = edge_table(result, t)
     if axs is None: axs = Figure(figsize=(7, 4.5), layout="constrained").subplots(2, 1, sharex=True)
     multi = et.t.nunique() > 1
@@ -228,7 +218,7 @@ def plot_edge_bars(result, # the dict from `register(..., return_dict=True)` (or
     return axs
 
 # %% ../nbs/07_summary.ipynb #5d3dfe22
-def plot_view_displacement(result, # the dict from `register(..., return_dict=True)` (or a `RegistrationResult`)
+def plot_view_displacement(result, # `register(..., return_dict=True)`'s `RegistrationResult` (or an older result dict)
                            views:list, # the views that were registered
                            t:int=0, # time index
                            ax=None, # matplotlib Axes; a new figure when None
@@ -236,12 +226,12 @@ def plot_view_displacement(result, # the dict from `register(..., return_dict=Tr
                           ):
     "Quiver plot: each view's centre displacement from its stage position (y-x), arrows scaled to be visible."
     from matplotlib.patches import Polygon
-    result = _as_dict(result)
+    result = _as_result(result)
     plain = plain if plain is not None else _plain_views(views, result, t)
     vt = view_table(result, views, t)
-    key = result["transform_key"]
+    key = result.transform_key
     if ax is None: ax = Figure(figsize=(5.5, 5)).subplots()
-    tt = t if _n_times(result) > 1 else None
+    tt = t if len(result.graphs) > 1 else None
     cs = []
     for v in plain:
         c = np.asarray(view_corners(v, key, t=tt), float)
@@ -266,12 +256,12 @@ def plot_view_displacement(result, # the dict from `register(..., return_dict=Tr
     return ax
 
 # %% ../nbs/07_summary.ipynb #d35af7fa
-def summary_figures(result, # the dict from `register(..., return_dict=True)` (or a `RegistrationResult`)
+def summary_figures(result, # `register(..., return_dict=True)`'s `RegistrationResult` (or an older result dict)
                     views:list, # the views that were registered
                     t:int=0 # time index
                    ) -> dict:
     "The four summary figures: {'before', 'after', 'edges', 'displacement'} (matplotlib Figures, not on pyplot)."
-    result = _as_dict(result)
+    result = _as_result(result)
     plain = _plain_views(views, result, t)
     out = {}
     for name, draw in (("before", lambda ax: plot_graph_summary(result, views, "before", t=t, ax=ax, plain=plain)),
@@ -297,32 +287,6 @@ def _html_table(df, cls="mvr-table"):
     body = "".join("<tr>" + "".join(f"<td style='padding:2px 8px;text-align:right'>{_fmt(x)}</td>" for x in row) + "</tr>"
                    for row in df.itertuples(index=False))
     return f"<table class='{cls}' style='border-collapse:collapse;font-size:12px'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-class RegistrationResult(dict):
-    "register()'s result dict with a compact HTML summary and `.show()` for the interactive widget."
-    def __init__(self, result:dict, # the dict from `register(..., return_dict=True)`
-                 views:list=None): # the views that were registered (needed for positions and the widget)
-        super().__init__(_as_dict(result))
-        self.views = views
-
-    @property
-    def result(self): return dict(self)
-
-    def _repr_html_(self):
-        et = edge_table(self)
-        if _n_times(self) == 1: et = et.drop(columns="t")
-        parts = [f"<div class='mvr-result'><b>Registration</b>: {html.escape(summary_line(self))}"]
-        parts.append("<details open><summary>links</summary>" + _html_table(et) + "</details>")
-        if self.views is not None:
-            parts.append("<details><summary>views</summary>" + _html_table(view_table(self, self.views)) + "</details>")
-        for w in self.get("warnings", []): parts.append(f"<div style='color:#a60'>warning: {html.escape(w)}</div>")
-        return "".join(parts) + "</div>"
-
-    def show(self, views:list=None): # the views (default: those given at construction)
-        "The interactive `RegistrationSummary` widget."
-        views = views if views is not None else self.views
-        if views is None: raise ValueError("views: give the registered views (here or to RegistrationResult)")
-        return RegistrationSummary(self, views)
 
 # %% ../nbs/07_summary.ipynb #c9258d0b
 def _png(fig, dpi=90) -> bytes:
@@ -362,17 +326,17 @@ def pair_images(views:list, # the two views (fixed, moving)
 # %% ../nbs/07_summary.ipynb #e4a4e629
 class RegistrationSummary(widgets.VBox):
     "An ipywidgets summary of a registration: tabs Graph, Pairs and Views under a one-line summary."
-    def __init__(self, result, # the dict from `register(..., return_dict=True)` (or a `RegistrationResult`)
+    def __init__(self, result, # `register(..., return_dict=True)`'s `RegistrationResult` (or an older result dict)
                  views:list, # the views that were registered
                  dpi:int=80): # resolution of the rendered figures
-        self.result = _as_dict(result)
+        self.result = _as_result(result)
         self.views, self.dpi = list(views), dpi
-        self.nt = _n_times(self.result)
+        self.nt = len(self.result.graphs)
         self.plain = {0: _plain_views(self.views, self.result, 0)}
         self.registered = _with_registered(self.result, self.plain[0])
         self._cache = {}
         W = widgets
-        warn = "".join(f"<li>{html.escape(w)}</li>" for w in self.result.get("warnings", []))
+        warn = "".join(f"<li>{html.escape(w)}</li>" for w in self.result.warnings)
         self.header = W.HTML(f"<b>{html.escape(summary_line(self.result))}</b>"
                              + (f"<details><summary>warnings</summary><ul>{warn}</ul></details>" if warn else ""))
         self.header.add_class("mvr-summary-line")
@@ -413,14 +377,14 @@ class RegistrationSummary(widgets.VBox):
         self._draw_graph(); self._draw_pair(); self._draw_views()
 
     def show(self):
-        "Display the widget (for symmetry with `RegistrationResult.show`)."
+        "Display the widget."
         from IPython.display import display
         display(self)
         return self
 
     def _edge_options(self, t):
         "Dropdown entries (label, (u, v)) of time t's edges; dropped links are marked."
-        used = {_key(e) for e in self.result["groupwise_resolution"]["metrics"]["used_edges"].get(t, [])}
+        used = {_key(e) for e in self.result.used_edges.get(t, [])}
         return [(f"{u} – {v}" + ("" if (u, v) in used else " (dropped)"), (u, v))
                 for u, v in sorted(_key(e) for e in _graph_at(self.result, t).edges)]
 
@@ -456,7 +420,7 @@ def _pair(self:RegistrationSummary, u, v, t, z):
     if k not in self._cache:
         tt = t if self.nt > 1 else None
         p, r = self.plain[0], self.registered
-        self._cache[k] = (pair_images([p[u], p[v]], self.result["transform_key"], t=tt, z=z),
+        self._cache[k] = (pair_images([p[u], p[v]], self.result.transform_key, t=tt, z=z),
                           pair_images([r[u], r[v]], _REGISTERED, t=tt, z=z))
     return self._cache[k]
 

@@ -11,7 +11,8 @@ import pytest
 
 from multiview_reg.data import procedural_dataset, registration_error
 from multiview_reg.register import register
-from multiview_reg.scale import plan_registration, overlap_read_boxes, chunks_touched, register_within_memory
+from multiview_reg.scale import plan_registration, overlap_read_boxes, chunks_touched
+from multiview_reg.register import register_within_memory
 from multiview_reg.spatial import as_view
 
 CHUNKS = (16, 32, 32)
@@ -48,7 +49,8 @@ _PEAK_SCRIPT = textwrap.dedent("""
     import json, resource, sys, warnings
     import numpy as np
     from multiview_reg.data import procedural_dataset, registration_error
-    from multiview_reg.scale import register_within_memory, parse_memory
+    from multiview_reg.scale import parse_memory
+    from multiview_reg.register import register_within_memory
     from multiview_reg.spatial import as_view
     def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
     budget = sys.argv[1]
