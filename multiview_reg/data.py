@@ -8,12 +8,14 @@ Docs: https://multiview-reg.github.io/multiview_reg/data.html.md"""
 from __future__ import annotations
 import numpy as np
 import xarray as xr
+import networkx as nx
 from .spatial import *
 from .spatial import _per_dim, _level_factors
 from .metrics import registration_error  # transitional: moved to multiview_reg.metrics
 
 # %% auto #0
-__all__ = ['random_blobs', 'render_blobs', 'tiled_dataset', 'multiview_dataset', 'ProceduralSpecimen', 'procedural_dataset']
+__all__ = ['random_blobs', 'render_blobs', 'tiled_dataset', 'multiview_dataset', 'rotated_pair', 'synthetic_graph',
+           'ProceduralSpecimen', 'procedural_dataset']
 
 # %% ../nbs/01_data.ipynb #492c2262
 def random_blobs(lo, # lower world bound, (ndim,) physical
@@ -247,6 +249,120 @@ def multiview_dataset(angles=(0, 20, -20, 90), # nominal view angles in degrees 
         views.append(view_from_array(_to_dtype(img, dtype, rng, noise), dims=SPATIAL_DIMS, spacing=sp, affine=nominal))
         truth.append(a)
     return views, truth
+
+# %% ../nbs/01_data.ipynb #8388170a
+def rotated_pair(ndim:int=2, # 2 or 3 spatial dims
+                 angle:float=15.0, # true rotation of the moving view, degrees (3D: about `axis`)
+                 axis=(1, 1, 1), # rotation axis in (z, y, x) order (3D)
+                 shape=None, # pixels per view; default (128, 128) or (40, 64, 64)
+                 spacing=None, # physical pixel size; default (1, 1) or (2, 1, 1)
+                 kind:str="rigid", # 'rigid', 'similarity' (+4 % scale) or 'affine' (+ shear and anisotropic scale)
+                 where:str="pixels", # 'pixels': the pixels carry the misalignment; 'metadata': the stage transform does
+                 seed:int=0, # random seed (specimen, translation error, noise)
+                 noise:float=0.01 # Gaussian noise, fraction of a blob's amplitude
+                ) -> tuple: # (views, truth): two views at their 'stage' pose, true view physical -> world affines
+    "Two overlapping blob views whose relation is a known rotation [+ scale/shear] and a small shift: (views, truth)."
+    rng = np.random.default_rng(seed)
+    nd = ndim
+    shape = np.array(shape or ((128, 128) if nd == 2 else (40, 64, 64)))
+    sp = np.array(spacing or ((1.0, 1.0) if nd == 2 else (2.0, 1.0, 1.0)), float)
+    size = shape * sp
+    off = np.zeros(nd); off[-1] = size[-1] * 0.5
+    centre = size / 2 - sp / 2 + np.r_[np.zeros(nd - 1), size[-1] * 0.25]
+    lin = affine_from_rotation(np.deg2rad(angle)) if nd == 2 else affine_from_rotation(np.deg2rad(angle), axis=axis)
+    if kind == "similarity": lin = lin @ affine_from_scaling([1.04] * nd)
+    if kind == "affine":
+        sh = np.eye(nd + 1); sh[0, 1] = 0.04
+        lin = lin @ sh @ affine_from_scaling([1.03, 0.97] + [1.0] * (nd - 2))
+    err = affine_from_translation(centre) @ lin @ affine_from_translation(-centre) @ affine_from_translation(rng.normal(0, 1.5, nd))
+    nominal = affine_from_translation(off)
+    bl = random_blobs(-size, 2 * size, sigmas=tuple(sp.max() * f for f in ((1.5, 3., 6.) if nd == 2 else (1., 2., 4.))),
+                      density=0.35 if nd == 2 else 0.15, seed=seed + 1)
+    idx = affine_from_linear(np.diag(sp), np.zeros(nd))
+    pix_m, stage_m = (err @ nominal, nominal) if where == "pixels" else (nominal, invert_affine(err) @ nominal)
+    f = render_blobs(bl, shape, idx) + rng.normal(0, noise, tuple(shape))
+    m = render_blobs(bl, shape, pix_m @ idx) + rng.normal(0, noise, tuple(shape))
+    sd = SPATIAL_DIMS[-nd:]
+    views = [view_from_array(f.astype(np.float32), dims=sd, spacing=sp, affine=np.eye(nd + 1)),
+             view_from_array(m.astype(np.float32), dims=sd, spacing=sp, affine=stage_m)]
+    return views, [np.eye(nd + 1), pix_m]
+
+# %% ../nbs/01_data.ipynb #aa3545a8
+_CORRECTIONS = ("translation", "rigid", "similarity", "affine")  # the correction types synthetic_graph draws
+
+def _random_correction(d, transform, rng, jitter, rotation, scale, shear, centre):
+    "A random true correction of the given type about a tile centre."
+    L = np.eye(d)
+    if transform in ("rigid", "similarity", "affine") and rotation:
+        L = (affine_from_rotation(rng.normal(0, rotation)) if d == 2
+             else affine_from_rotation(rng.normal(0, rotation), axis=rng.normal(size=3)))[:-1, :-1]
+    if transform in ("similarity", "affine") and scale: L = L * (1 + rng.normal(0, scale))
+    if transform == "affine" and shear: L = L @ (np.eye(d) + rng.normal(0, shear, (d, d)))
+    A = affine_from_linear(L, centre - L @ centre)
+    return affine_from_translation(rng.normal(0, jitter, d)) @ A
+
+def _grid_edges(idx):
+    "Index pairs of face neighbours in a grid of tile indices (n, d)."
+    pos = {tuple(p): i for i, p in enumerate(idx)}
+    edges = []
+    for i, p in enumerate(idx):
+        for ax in range(idx.shape[1]):
+            q = p.copy(); q[ax] += 1
+            j = pos.get(tuple(q))
+            if j is not None: edges.append((i, j))
+    return edges
+
+# %% ../nbs/01_data.ipynb #7d2de26d
+def synthetic_graph(grid=(10, 10), # tiles per dim, (ny, nx) or (nz, ny, nx)
+                    tile_size=100.0, # tile edge length, physical
+                    overlap:float=0.1, # overlap as a fraction of the tile size
+                    spacing:float=1.0, # pixel size, physical (for node attributes and thresholds)
+                    transform:str="translation", # type of the true corrections
+                    jitter:float=3.0, # std of the true minus stage position, physical
+                    rotation:float=0.0, # std of true rotations about tile centres, radians
+                    scale:float=0.0, # std of true relative scale changes (similarity, affine)
+                    shear:float=0.0, # std of the true linear part's extra entries (affine)
+                    noise:float=0.0, # std of the error added to each pairwise translation, physical, per dim
+                    outlier_fraction:float=0.0, # fraction of edges given a gross error
+                    outlier_range=(20.0, 100.0), # magnitude range of gross errors, physical
+                    quality:float=1.0, # quality written on every edge (outliers too)
+                    labels=None, # node labels, default 0..n-1
+                    seed:int=0 # random seed
+                   ) -> tuple: # (graph, {node: true correction G*})
+    "A grid overlap graph carrying pairwise results consistent with random true corrections (+ noise, outliers)."
+    if transform not in _CORRECTIONS: raise ValueError(f"transform: expected one of {_CORRECTIONS}, got {transform!r}")
+    rng = np.random.default_rng(seed)
+    grid = tuple(int(g) for g in grid); d = len(grid)
+    idx = np.stack(np.meshgrid(*[np.arange(g) for g in grid], indexing="ij"), -1).reshape(-1, d)
+    n = len(idx)
+    labels = list(range(n)) if labels is None else list(labels)
+    if len(labels) != n: raise ValueError(f"labels: expected {n} node labels, got {len(labels)}")
+    size = np.full(d, float(tile_size)); step = size * (1 - overlap)
+    lo = idx * step; hi = lo + size
+    g = nx.Graph()
+    truth = {}
+    for i, lab in enumerate(labels):
+        truth[lab] = _random_correction(d, transform, rng, jitter, rotation, scale, shear, lo[i] + size / 2)
+        g.add_node(lab, transform=affine_from_translation(lo[i]), corners=box_corners(lo[i], hi[i]),
+                   spacing={k: float(spacing) for k in "zyx"[-d:]}, shape={k: int(round(tile_size / spacing)) for k in "zyx"[-d:]})
+    edges = _grid_edges(idx)
+    n_out = int(round(outlier_fraction * len(edges)))
+    rng_out = np.random.default_rng([seed, 1])  # outliers drawn apart: the same seed gives the same noise with or without them
+    out = set(rng_out.choice(len(edges), n_out, replace=False).tolist()) if n_out else set()
+    outliers = []
+    for k, (i, j) in enumerate(edges):
+        a, b = labels[i], labels[j]
+        f, m = (a, b) if a <= b else (b, a)
+        P = np.linalg.inv(truth[f]) @ truth[m]
+        if noise: P = affine_from_translation(rng.normal(0, noise, d)) @ P
+        if k in out:
+            v = rng_out.normal(size=d); v *= rng_out.uniform(*outlier_range) / np.linalg.norm(v)
+            P = affine_from_translation(v) @ P; outliers.append((f, m))
+        blo, bhi = np.maximum(lo[i], lo[j]), np.minimum(hi[i], hi[j])
+        g.add_edge(a, b, fixed=f, moving=m, transform=P, quality=float(quality), bbox=(blo, bhi),
+                   overlap=float(np.prod(bhi - blo)))
+    g.graph["outliers"] = outliers
+    return g, truth
 
 # %% ../nbs/01_data.ipynb #c233d848
 def _cell_blobs(seed, k, cell, cell_size, sigma, density):

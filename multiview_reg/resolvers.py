@@ -12,11 +12,13 @@ import numpy as np
 import networkx as nx
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-from .spatial import affine_from_translation, affine_from_linear, affine_from_rotation, apply_affine
+from .spatial import affine_from_translation, affine_from_linear, affine_from_rotation, apply_affine, box_corners
+from .data import synthetic_graph  # transitional: moved to multiview_reg.data
+from .metrics import correction_error  # transitional: moved to multiview_reg.metrics
 
 # %% auto #0
-__all__ = ['RESOLVERS', 'register_resolver', 'resolve', 'resolve_timepoints', 'synthetic_graph', 'correction_error',
-           'resolve_shortest_paths', 'resolve_global_optimization', 'resolve_linear_two_pass']
+__all__ = ['RESOLVERS', 'register_resolver', 'resolve', 'resolve_timepoints', 'resolve_shortest_paths',
+           'resolve_global_optimization', 'resolve_linear_two_pass']
 
 # %% ../nbs/05_resolvers.ipynb #66771d2d
 RESOLVERS = {}
@@ -34,13 +36,6 @@ def register_resolver(name:str # the name `resolve(..., method=name)` will use
     return deco
 
 # %% ../nbs/05_resolvers.ipynb #3103f2d2
-def _box_corners(lo, hi):
-    "The 2**ndim corners of an axis-aligned box (last dim fastest); lo, hi broadcast over leading dims."
-    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
-    nd = lo.shape[-1]
-    idx = np.array(np.meshgrid(*[[0, 1]] * nd, indexing="ij")).reshape(nd, -1).T.astype(bool)  # (K, nd)
-    return np.where(idx, hi[..., None, :], lo[..., None, :])
-
 def _edge_key(graph, u, v):
     "The (fixed, moving) order of an edge: its attributes if set, else (min, max) as in the pairwise contract."
     d = graph.edges[u, v]
@@ -79,7 +74,7 @@ class _Problem:
         self.f = np.array([self.index[k[0]] for k in self.keys], int)
         self.m = np.array([self.index[k[1]] for k in self.keys], int)
         self.P, self.w = P[ok], np.maximum(np.where(np.isfinite(w[ok]), w[ok], 1.0), min_quality)
-        self.X = _box_corners(boxes[ok, 0], boxes[ok, 1])  # (E, K, nd) in the moving view's current world
+        self.X = box_corners(boxes[ok, 0], boxes[ok, 1])  # (E, K, nd) in the moving view's current world
         self.Y = np.einsum("eij,ekj->eki", self.P[:, :-1, :-1], self.X) + self.P[:, None, :-1, -1]  # fixed's world
         # view corners: node attribute, else the box around its overlap boxes
         C = []
@@ -88,7 +83,7 @@ class _Problem:
             if c is None:
                 sel = (self.f == i) | (self.m == i)
                 pts = self.X[sel].reshape(-1, nd) if sel.any() else np.zeros((1, nd))
-                c = _box_corners(pts.min(0), pts.max(0))
+                c = box_corners(pts.min(0), pts.max(0))
             C.append(c)
         self.corners = np.array(C, float).reshape(len(self.nodes), -1, nd)
         self.centres = self.corners.mean(1)
@@ -210,108 +205,6 @@ def resolve_timepoints(graphs:dict, # {time index: graph of that time point}
     out_p, out_i = {}, {}
     for t, g in graphs.items(): out_p[t], out_i[t] = resolve(g, method, **kwargs)
     return out_p, out_i
-
-# %% ../nbs/05_resolvers.ipynb #6fc2c219
-def _random_correction(d, transform, rng, jitter, rotation, scale, shear, centre):
-    "A random true correction of the given type about a tile centre."
-    L = np.eye(d)
-    if transform in ("rigid", "similarity", "affine") and rotation:
-        L = (affine_from_rotation(rng.normal(0, rotation)) if d == 2
-             else affine_from_rotation(rng.normal(0, rotation), axis=rng.normal(size=3)))[:-1, :-1]
-    if transform in ("similarity", "affine") and scale: L = L * (1 + rng.normal(0, scale))
-    if transform == "affine" and shear: L = L @ (np.eye(d) + rng.normal(0, shear, (d, d)))
-    A = affine_from_linear(L, centre - L @ centre)
-    return affine_from_translation(rng.normal(0, jitter, d)) @ A
-
-def synthetic_graph(grid=(10, 10), # tiles per dim, (ny, nx) or (nz, ny, nx)
-                    tile_size=100.0, # tile edge length, physical
-                    overlap:float=0.1, # overlap as a fraction of the tile size
-                    spacing:float=1.0, # pixel size, physical (for node attributes and thresholds)
-                    transform:str="translation", # type of the true corrections
-                    jitter:float=3.0, # std of the true minus stage position, physical
-                    rotation:float=0.0, # std of true rotations about tile centres, radians
-                    scale:float=0.0, # std of true relative scale changes (similarity, affine)
-                    shear:float=0.0, # std of the true linear part's extra entries (affine)
-                    noise:float=0.0, # std of the error added to each pairwise translation, physical, per dim
-                    outlier_fraction:float=0.0, # fraction of edges given a gross error
-                    outlier_range=(20.0, 100.0), # magnitude range of gross errors, physical
-                    quality:float=1.0, # quality written on every edge (outliers too)
-                    labels=None, # node labels, default 0..n-1
-                    seed:int=0 # random seed
-                   ) -> tuple: # (graph, {node: true correction G*})
-    "A grid overlap graph carrying pairwise results consistent with random true corrections (+ noise, outliers)."
-    if transform not in _TRANSFORMS: raise ValueError(f"transform: expected one of {_TRANSFORMS}, got {transform!r}")
-    rng = np.random.default_rng(seed)
-    grid = tuple(int(g) for g in grid); d = len(grid)
-    idx = np.stack(np.meshgrid(*[np.arange(g) for g in grid], indexing="ij"), -1).reshape(-1, d)
-    n = len(idx)
-    labels = list(range(n)) if labels is None else list(labels)
-    if len(labels) != n: raise ValueError(f"labels: expected {n} node labels, got {len(labels)}")
-    size = np.full(d, float(tile_size)); step = size * (1 - overlap)
-    lo = idx * step; hi = lo + size
-    g = nx.Graph()
-    truth = {}
-    for i, lab in enumerate(labels):
-        T = affine_from_translation(lo[i])
-        truth[lab] = _random_correction(d, transform, rng, jitter, rotation, scale, shear, lo[i] + size / 2)
-        g.add_node(lab, transform=T, corners=_box_corners(lo[i], hi[i]),
-                   spacing={k: float(spacing) for k in "zyx"[-d:]}, shape={k: int(round(tile_size / spacing)) for k in "zyx"[-d:]})
-    pos = {tuple(p): i for i, p in enumerate(idx)}
-    edges = []
-    for i, p in enumerate(idx):
-        for ax in range(d):
-            q = p.copy(); q[ax] += 1
-            j = pos.get(tuple(q))
-            if j is not None: edges.append((i, j))
-    n_out = int(round(outlier_fraction * len(edges)))
-    rng_out = np.random.default_rng([seed, 1])  # outliers drawn apart: the same seed gives the same noise with or without them
-    out = set(rng_out.choice(len(edges), n_out, replace=False).tolist()) if n_out else set()
-    outliers = []
-    for k, (i, j) in enumerate(edges):
-        a, b = labels[i], labels[j]
-        f, m = (a, b) if a <= b else (b, a)
-        P = np.linalg.inv(truth[f]) @ truth[m]
-        if noise: P = affine_from_translation(rng.normal(0, noise, d)) @ P
-        if k in out:
-            v = rng_out.normal(size=d); v *= rng_out.uniform(*outlier_range) / np.linalg.norm(v)
-            P = affine_from_translation(v) @ P; outliers.append((f, m))
-        blo, bhi = np.maximum(lo[i], lo[j]), np.minimum(hi[i], hi[j])
-        g.add_edge(a, b, fixed=f, moving=m, transform=P, quality=float(quality), bbox=(blo, bhi),
-                   overlap=float(np.prod(bhi - blo)))
-    g.graph["outliers"] = outliers
-    return g, truth
-
-# %% ../nbs/05_resolvers.ipynb #df4e276d
-def _fit_gauge(src, dst, gauge):
-    "Least-squares transform of the given type mapping src points (n, d) onto dst (Umeyama 1991 for rigid/similarity)."
-    d = src.shape[1]
-    if gauge == "none": return np.eye(d + 1)
-    ms, md = src.mean(0), dst.mean(0)
-    if gauge == "translation": return affine_from_translation(md - ms)
-    if gauge == "affine":
-        A = np.linalg.lstsq(np.c_[src - ms, np.ones(len(src))], dst - md, rcond=None)[0]
-        return affine_from_linear(A[:d].T, md + A[d] - A[:d].T @ ms)
-    if gauge not in ("rigid", "similarity"):
-        raise ValueError(f"gauge: expected 'translation', 'rigid', 'similarity', 'affine' or 'none', got {gauge!r}")
-    u, sv, vt = np.linalg.svd((dst - md).T @ (src - ms))
-    D = np.eye(d); D[-1, -1] = np.sign(np.linalg.det(u @ vt))
-    R = u @ D @ vt
-    c = np.trace(np.diag(sv) @ D) / np.sum((src - ms) ** 2) if gauge == "similarity" else 1.0
-    return affine_from_linear(c * R, md - c * R @ ms)
-
-def correction_error(params:dict, # {node: correction G} from `resolve`
-                     truth:dict, # {node: true correction G*}
-                     graph:nx.Graph, # the graph (its nodes' world 'corners' are where errors are measured)
-                     gauge:str="rigid" # freedom removed first: 'translation', 'rigid', 'similarity', 'affine', 'none'
-                    ) -> dict: # {'per_view': {node: RMS}, 'rms', 'max'} physical
-    "Corner error of estimated corrections against true ones, after removing the best common transform (the gauge)."
-    nodes = list(truth)
-    est = np.concatenate([apply_affine(params[n], graph.nodes[n]["corners"]) for n in nodes])
-    tru = np.concatenate([apply_affine(truth[n], graph.nodes[n]["corners"]) for n in nodes])
-    H = _fit_gauge(est, tru, gauge)
-    e = np.sqrt(np.sum((apply_affine(H, est) - tru) ** 2, 1)).reshape(len(nodes), -1)
-    per = np.sqrt(np.mean(e ** 2, 1))
-    return {"per_view": dict(zip(nodes, per)), "rms": float(np.sqrt(np.mean(per ** 2))), "max": float(per.max())}
 
 # %% ../nbs/05_resolvers.ipynb #cb7ca8c7
 class _Factor:

@@ -10,7 +10,9 @@ from multiview_reg.spatial import (affine_from_linear, affine_from_rotation, aff
                                    affine_from_xarray, apply_affine, compose_affines, invert_affine, view_from_array,
                                    view_extent)
 from multiview_reg.graph import overlap_region
-from multiview_reg.resolvers import synthetic_graph, resolve, correction_error
+from multiview_reg.resolvers import resolve
+from multiview_reg.data import synthetic_graph
+from multiview_reg.metrics import correction_error
 from multiview_reg.pairwise import phase_correlation_shift, register_pair
 
 FAST = settings(derandomize=True, max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))

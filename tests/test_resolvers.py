@@ -5,10 +5,11 @@ import networkx as nx
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from multiview_reg.spatial import affine_from_translation, affine_from_linear, affine_from_rotation, apply_affine, view_corners
-from multiview_reg.resolvers import (resolve, resolve_timepoints, synthetic_graph, correction_error, RESOLVERS,
-                                     _box_corners)
-from multiview_reg.data import tiled_dataset
+from multiview_reg.spatial import (affine_from_translation, affine_from_linear, affine_from_rotation, apply_affine,
+                                   view_corners, box_corners)
+from multiview_reg.resolvers import resolve, resolve_timepoints, RESOLVERS
+from multiview_reg.data import tiled_dataset, synthetic_graph
+from multiview_reg.metrics import correction_error
 
 
 def _random_truth(rng, d, model, centre):
@@ -38,7 +39,7 @@ def random_problems(draw):
     truth = {}
     for i, lab in enumerate(labels):
         truth[lab] = _random_truth(rng, d, model, pos[i] + size / 2)
-        g.add_node(lab, corners=_box_corners(pos[i], pos[i] + size), spacing={k: 1.0 for k in "zyx"[-d:]})
+        g.add_node(lab, corners=box_corners(pos[i], pos[i] + size), spacing={k: 1.0 for k in "zyx"[-d:]})
     pairs = {(min(i + 1, p), max(i + 1, p)) for i, p in enumerate(parents)}
     pairs |= {(min(a, b), max(a, b)) for a, b in extra if a != b}
     for i, j in pairs:
