@@ -13,18 +13,32 @@ import xarray as xr
 import dask.array as da
 
 # %% auto #0
-__all__ = ['SPATIAL_DIMS', 'ALL_DIMS', 'DEFAULT_TRANSFORM_KEY', 'POINT_TRANSFORMS', 'affine_from_translation',
+__all__ = ['SPATIAL_DIMS', 'ALL_DIMS', 'DEFAULT_TRANSFORM_KEY', 'POINT_TRANSFORMS', 'to_micrometres', 'affine_from_translation',
            'affine_from_linear', 'affine_from_scaling', 'affine_from_rotation', 'compose_affines', 'invert_affine',
-           'apply_affine', 'affine_to_xarray', 'affine_from_xarray', 'fit_point_transform', 'view_from_array',
-           'is_multiscale', 'multiscale_levels', 'as_view', 'get_spatial_dims', 'get_ndim', 'get_spacing', 'get_origin',
-           'get_shape', 'get_transform_keys', 'get_affine', 'set_affine', 'check_views', 'box_corners', 'view_extent',
-           'view_corners', 'OrientedBox', 'view_obb', 'view_center', 'index_range', 'build_pyramid', 'set_points',
-           'get_point_keys', 'get_points', 'points_in_box']
+           'apply_affine', 'check_affine', 'affine_to_xarray', 'affine_from_xarray', 'fit_point_transform',
+           'view_from_array', 'is_multiscale', 'multiscale_levels', 'as_view', 'get_spatial_dims', 'get_ndim',
+           'get_spacing', 'get_origin', 'get_shape', 'get_transform_keys', 'get_affine', 'set_affine', 'check_views',
+           'box_corners', 'view_extent', 'view_corners', 'OrientedBox', 'view_obb', 'view_center', 'index_range',
+           'build_pyramid', 'set_points', 'get_point_keys', 'get_points', 'points_in_box']
 
 # %% ../nbs/00_spatial.ipynb #bc2bf52d
 SPATIAL_DIMS = ("z", "y", "x")  # spatial dims, in the order every array and matrix uses
 ALL_DIMS = ("t", "c", "z", "y", "x")  # every dim a view may have, in the order it must have them
 DEFAULT_TRANSFORM_KEY = "stage"  # name of the coordinate system a new view is placed in
+
+# %% ../nbs/00_spatial.ipynb #8b441507
+_UM_PER_UNIT = {"pm": 1e-6, "picometer": 1e-6, "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3,
+                "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "micrometer": 1.0, "micrometre": 1.0, "\\u00B5m": 1.0,
+                "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "cm": 1e4, "centimeter": 1e4,
+                "m": 1e6, "meter": 1e6, "metre": 1e6}
+
+def to_micrometres(value:float, # a length
+                   unit:str=None # its unit as a file spells it ('nm', 'µm', 'micrometer', ...), or None
+                  ) -> float: # the length in micrometres (unchanged if the unit is None or unknown)
+    "A length in micrometres, given its unit."
+    if unit is None: return float(value)
+    f = _UM_PER_UNIT.get(str(unit).strip().lower().replace("\u03bc", "µ"))
+    return float(value) * f if f is not None else float(value)
 
 # %% ../nbs/00_spatial.ipynb #e69d0728
 def _as_matrix(affine, ndim=None, name="affine"):
@@ -128,6 +142,20 @@ def apply_affine(affine, # (ndim+1, ndim+1) homogeneous matrix or labelled DataA
     if p.shape[-1] != a.shape[-1] - 1:
         raise ValueError(f"points: expected coordinates of length {a.shape[-1]-1}, got shape {p.shape}")
     return p @ a[:-1, :-1].T + a[:-1, -1]
+
+# %% ../nbs/00_spatial.ipynb #43942991
+def check_affine(affine, # array-like (ndim+1, ndim+1) matrix or (nt, ndim+1, ndim+1) stack
+                 ndim:int=None, # expected number of spatial dims; None: any
+                 where:str="affine" # what to name in the error, e.g. "transforms.json entry 2 ('tile_002')"
+                ) -> np.ndarray: # the validated float matrix (or stack)
+    "A validated homogeneous affine (or time stack) from untrusted input; errors name `where`."
+    try: a = np.asarray(affine, dtype=float)
+    except (TypeError, ValueError): raise ValueError(f"{where}: the affine is not a numeric matrix") from None
+    if ndim is not None and (a.ndim not in (2, 3) or a.shape[-2:] != (ndim + 1, ndim + 1)):
+        raise ValueError(f"{where}: expected a ({ndim+1}, {ndim+1}) affine for ndim={ndim}, got shape {a.shape}")
+    if not np.all(np.isfinite(a)): raise ValueError(f"{where}: the affine contains NaN or infinite values")
+    try: return _as_matrix(a)
+    except ValueError as e: raise ValueError(f"{where}: {e}") from None
 
 # %% ../nbs/00_spatial.ipynb #2d986083
 def affine_to_xarray(affine, # (ndim+1, ndim+1) matrix, or (nt, ndim+1, ndim+1) for a time-resolved transform
