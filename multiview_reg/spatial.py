@@ -129,10 +129,12 @@ def compose_affines(*affines) -> np.ndarray:
     for a in affines[1:]: out = out @ _as_matrix(a)
     return out
 
+# %% ../nbs/00_spatial.ipynb #53e48dc0
 def invert_affine(affine) -> np.ndarray:
     "Inverse of a homogeneous matrix (or of a stack of them)."
     return np.linalg.inv(_as_matrix(affine))
 
+# %% ../nbs/00_spatial.ipynb #97320b23
 def apply_affine(affine, # (ndim+1, ndim+1) homogeneous matrix or labelled DataArray
                  points # (n, ndim) or (ndim,) points in (z, y, x) order
                 ) -> np.ndarray: # transformed points, same shape as `points`
@@ -171,6 +173,7 @@ def affine_to_xarray(affine, # (ndim+1, ndim+1) matrix, or (nt, ndim+1, ndim+1) 
     coords["t"] = np.arange(a.shape[0]) if t_coords is None else np.asarray(t_coords)
     return xr.DataArray(a, dims=("t", "x_in", "x_out"), coords=coords)
 
+# %% ../nbs/00_spatial.ipynb #9530bd10
 def affine_from_xarray(xaffine:xr.DataArray, # labelled affine with dims (x_in, x_out) [and t]
                        t:int=None # time index for a time-resolved transform
                       ) -> np.ndarray: # (ndim+1, ndim+1) matrix
@@ -303,11 +306,37 @@ def is_multiscale(obj) -> bool:
     "True for a multiscale view (`xarray.DataTree` with children `scale0..N`)."
     return isinstance(obj, xr.DataTree)
 
+# %% ../nbs/00_spatial.ipynb #246250d6
 def multiscale_levels(msim) -> list:
     "Names of the levels of a multiscale view, finest first."
     keys = [k for k in msim.children if k.startswith("scale") and k[5:].isdigit()]
     return sorted(keys, key=lambda k: int(k[5:]))
 
+# %% ../nbs/00_spatial.ipynb #30539db7
+def _check_view_array(v):
+    "Cheap checks (metadata only, no data read) that a DataArray follows the data model; raise naming what is wrong."
+    _check_dims(v.dims, name="view dims")
+    if np.issubdtype(v.dtype, np.complexfloating) or not (np.issubdtype(v.dtype, np.number) or v.dtype == bool):
+        raise TypeError(f"view: dtype {v.dtype} is not supported; expected real numbers or bool "
+                        "(for complex data register np.abs(view) or view.real)")
+    for d in SPATIAL_DIMS:
+        if d not in v.dims: continue
+        if d not in v.coords: raise ValueError(f"view: spatial dim {d!r} has no coordinate (physical positions); use view_from_array")
+        c = np.asarray(v.coords[d].values, dtype=float)
+        if not np.all(np.isfinite(c)): raise ValueError(f"view: coordinate {d!r} has NaN or infinite values")
+        if len(c) > 1:
+            step = np.diff(c)
+            if not step[0] > 0 or not np.all(np.abs(step - step[0]) <= 1e-3 * step[0]):
+                raise ValueError(f"view: coordinate {d!r} must increase in equal positive steps (the spacing), "
+                                 f"got steps {np.unique(step)[:3]}; pixels are placed by coord = origin + spacing * index")
+
+def _spacing_1d(v, d, ref=None):
+    c = v.coords[d].values
+    if len(c) > 1: return float(c[1] - c[0])
+    sp = v.attrs.get("spacing", {})
+    if d in sp: return float(sp[d])
+    if ref is not None and ref is not v: return _spacing_1d(ref, d)
+    return 1.0
 def as_view(obj, # a view or a multiscale view
             level:int=0 # pyramid level for a multiscale view
            ) -> xr.DataArray:
@@ -336,41 +365,18 @@ def as_view(obj, # a view or a multiscale view
     _check_view_array(v)
     return v
 
-def _check_view_array(v):
-    "Cheap checks (metadata only, no data read) that a DataArray follows the data model; raise naming what is wrong."
-    _check_dims(v.dims, name="view dims")
-    if np.issubdtype(v.dtype, np.complexfloating) or not (np.issubdtype(v.dtype, np.number) or v.dtype == bool):
-        raise TypeError(f"view: dtype {v.dtype} is not supported; expected real numbers or bool "
-                        "(for complex data register np.abs(view) or view.real)")
-    for d in SPATIAL_DIMS:
-        if d not in v.dims: continue
-        if d not in v.coords: raise ValueError(f"view: spatial dim {d!r} has no coordinate (physical positions); use view_from_array")
-        c = np.asarray(v.coords[d].values, dtype=float)
-        if not np.all(np.isfinite(c)): raise ValueError(f"view: coordinate {d!r} has NaN or infinite values")
-        if len(c) > 1:
-            step = np.diff(c)
-            if not step[0] > 0 or not np.all(np.abs(step - step[0]) <= 1e-3 * step[0]):
-                raise ValueError(f"view: coordinate {d!r} must increase in equal positive steps (the spacing), "
-                                 f"got steps {np.unique(step)[:3]}; pixels are placed by coord = origin + spacing * index")
-
-def _spacing_1d(v, d, ref=None):
-    c = v.coords[d].values
-    if len(c) > 1: return float(c[1] - c[0])
-    sp = v.attrs.get("spacing", {})
-    if d in sp: return float(sp[d])
-    if ref is not None and ref is not v: return _spacing_1d(ref, d)
-    return 1.0
-
 # %% ../nbs/00_spatial.ipynb #53c8ade1
 def get_spatial_dims(view) -> tuple:
     "Spatial dims of a view, e.g. `('z', 'y', 'x')`."
     v = as_view(view)
     return tuple(d for d in SPATIAL_DIMS if d in v.dims)
 
+# %% ../nbs/00_spatial.ipynb #c313fd42
 def get_ndim(view) -> int:
     "Number of spatial dims (2 or 3)."
     return len(get_spatial_dims(view))
 
+# %% ../nbs/00_spatial.ipynb #197a8637
 def _out(d, asarray): return np.array(list(d.values()), dtype=float) if asarray else d
 
 def get_spacing(view, asarray:bool=False):
@@ -378,17 +384,20 @@ def get_spacing(view, asarray:bool=False):
     v = as_view(view)
     return _out({d: _spacing_1d(v, d) for d in get_spatial_dims(v)}, asarray)
 
+# %% ../nbs/00_spatial.ipynb #cc6e0b8c
 def get_origin(view, asarray:bool=False):
     "Physical coordinate of the first pixel's centre per spatial dim."
     v = as_view(view)
     return _out({d: float(v.coords[d].values[0]) for d in get_spatial_dims(v)}, asarray)
 
+# %% ../nbs/00_spatial.ipynb #57e5c971
 def get_shape(view, asarray:bool=False):
     "Number of pixels per spatial dim."
     v = as_view(view)
     d = {d: int(v.sizes[d]) for d in get_spatial_dims(v)}
     return np.array(list(d.values()), dtype=int) if asarray else d
 
+# %% ../nbs/00_spatial.ipynb #9ea21de4
 def get_transform_keys(view) -> list:
     "Names of the coordinate systems a view has transforms to."
     return list(as_view(view).attrs.get("transforms", {}))
@@ -498,6 +507,7 @@ def view_extent(view, # a view or multiscale view
     sp, og, sh = get_spacing(view, True), get_origin(view, True), get_shape(view, True)
     return og - sp / 2, og + (sh - 0.5) * sp
 
+# %% ../nbs/00_spatial.ipynb #84737cb3
 def view_corners(view, # a view or multiscale view
                  transform_key:str=None, # world system; None gives the view's own physical coordinates
                  t:int=None # time index for time-resolved transforms
@@ -534,6 +544,7 @@ class OrientedBox:
         a = np.abs(self.axes)
         return bool(np.all(np.count_nonzero(a > 1e-12 * a.max(), axis=1) == 1))
 
+# %% ../nbs/00_spatial.ipynb #ddcc044f
 def view_obb(view, # a view or multiscale view
              transform_key:str=None, # world system; None gives the view's own physical coordinates
              t:int=None # time index
@@ -545,6 +556,7 @@ def view_obb(view, # a view or multiscale view
     axes = (a[:-1, :-1] @ np.diag(hi - lo)).T
     return OrientedBox(center, axes)
 
+# %% ../nbs/00_spatial.ipynb #6ac569d4
 def view_center(view, transform_key:str=None, t:int=None) -> np.ndarray:
     "Centre of a view's extent in world (or own physical) coordinates, (ndim,)."
     return view_obb(view, transform_key, t).center
@@ -637,6 +649,7 @@ def get_point_keys(view) -> list:
     "Names of the point sets a view carries."
     return list(as_view(view).attrs.get("point_sets", {}))
 
+# %% ../nbs/00_spatial.ipynb #7b2d81cf
 def get_points(view, # a view or multiscale view
                key:str="beads", # name of the point set
                t:int=None # time index, for point sets stored per time point (multiview-stitcher layout)
