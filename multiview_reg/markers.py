@@ -15,10 +15,11 @@ import dask.array as da
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 from .spatial import *
+from .pairwise import pairwise_method
 
 # %% auto #0
-__all__ = ['TRANSFORM_TYPES', 'detect_beads', 'fit_point_transform', 'local_descriptors', 'match_descriptors', 'match_points',
-           'pairwise_markers', 'overlap_points']
+__all__ = ['TRANSFORM_TYPES', 'detect_beads', 'local_descriptors', 'match_descriptors', 'match_points', 'pairwise_markers',
+           'overlap_points']
 
 # %% ../nbs/04b_markers.ipynb #08cbc154
 def _bead_response(img, # image block, any real dtype
@@ -240,25 +241,6 @@ def _min_samples(transform, nd):
     "Minimal number of correspondences that determine a model."
     return {"translation": 1, "rigid": nd, "affine": nd + 1}[transform]
 
-def fit_point_transform(src, # (n, ndim) points
-                        dst, # (n, ndim) corresponding points
-                        transform:str="rigid" # 'translation', 'rigid' or 'affine'
-                       ) -> np.ndarray: # (ndim+1, ndim+1) matrix mapping src onto dst
-    "Least-squares translation, rigid (no reflection) or affine transform mapping `src` onto `dst`."
-    if transform not in TRANSFORM_TYPES:
-        raise ValueError(f"transform: expected one of {TRANSFORM_TYPES}, got {transform!r}")
-    src, dst = np.asarray(src, float), np.asarray(dst, float)
-    nd = src.shape[1]
-    ms, md = src.mean(0), dst.mean(0)
-    if transform == "translation": return affine_from_translation(md - ms)
-    if transform == "rigid":
-        u, _, vt = np.linalg.svd((src - ms).T @ (dst - md))
-        d = np.sign(np.linalg.det(vt.T @ u.T)) or 1.0
-        r = vt.T @ np.diag([1.0] * (nd - 1) + [d]) @ u.T
-        return affine_from_linear(r, md - r @ ms)
-    sol = np.linalg.lstsq(np.c_[src - ms, np.ones(len(src))], dst - md, rcond=None)[0]
-    return affine_from_linear(sol[:nd].T, md + sol[nd] - sol[:nd].T @ ms)
-
 def _apply(a, p): return p @ a[:-1, :-1].T + a[:-1, -1]
 
 # %% ../nbs/04b_markers.ipynb #e7a7c821
@@ -466,6 +448,7 @@ def _data_view(data, origin, spacing, name):
     if data is None: raise ValueError(f"{name}: give either point sets (fixed_points/moving_points) or image data")
     return view_from_array(data, spacing=spacing, origin=origin)
 
+@pairwise_method("markers")
 def pairwise_markers(fixed_data=None, # fixed image (array or DataArray); used only when fixed_points is None
                      moving_data=None, # moving image; used only when moving_points is None
                      *,
@@ -501,10 +484,6 @@ def pairwise_markers(fixed_data=None, # fixed image (array or DataArray); used o
     out["affine_matrix"] = init @ res["affine_matrix"] if res["quality"] > 0 else init
     out["n_points"] = (len(F), len(M))
     return out
-
-# %% ../nbs/04b_markers.ipynb #22ea6b82
-from .pairwise import register_pairwise_method, register_edge
-register_pairwise_method("markers")(pairwise_markers)
 
 # %% ../nbs/04b_markers.ipynb #53f34eca
 def _inside_view(world_points, view, transform_key, t, tolerance):

@@ -9,10 +9,10 @@ from scipy import ndimage as ndi
 
 from multiview_reg.spatial import (view_from_array, set_points, get_points, get_point_keys, build_pyramid, as_view,
                                    affine_from_translation, affine_from_rotation, affine_from_linear, apply_affine,
-                                   get_affine, set_affine, compose_affines)
-from multiview_reg.data import render_blobs, multiview_dataset, registration_error
-from multiview_reg.markers import (detect_beads, match_points, pairwise_markers, overlap_points, fit_point_transform,
-                                   local_descriptors)
+                                   get_affine, set_affine, compose_affines, fit_point_transform)
+from multiview_reg.data import render_blobs, multiview_dataset
+from multiview_reg.metrics import registration_error
+from multiview_reg.markers import detect_beads, match_points, pairwise_markers, overlap_points, local_descriptors
 
 
 # ---------------------------------------------------------------- point sets on views

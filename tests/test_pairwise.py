@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 import dask.array as da
 from multiview_reg.spatial import *
-from multiview_reg.data import random_blobs, render_blobs, tiled_dataset, registration_error
+from multiview_reg.data import random_blobs, render_blobs, tiled_dataset, rotated_pair
+from multiview_reg.metrics import registration_error, pairwise_error
 from multiview_reg.pairwise import *
-from multiview_reg.pairwise import _rotated_pair, _apply_edge
+from multiview_reg.pairwise import _apply_edge
+from multiview_reg.phase_correlation import phase_correlation, phase_correlation_shift
+from multiview_reg.itk_registration import sitk_registration, elastix_registration
 
 
 def shifted_pair(nd=2, shape=None, spacing=None, shift_px=None, overlap=0.4, dtype=np.uint16, scale=(1000., 1000.),
@@ -236,7 +239,7 @@ def test_registry():
         get_pairwise_method("bogus")
     calls = []
 
-    @register_pairwise_method("_test_identity")
+    @pairwise_method("_test_identity")
     def ident(fixed_data, moving_data, *, fixed_origin, moving_origin, fixed_spacing, moving_spacing, initial_affine):
         calls.append((type(fixed_data).__name__, fixed_origin, initial_affine.dims))
         return {"affine_matrix": np.asarray(initial_affine), "quality": 0.5}
@@ -247,9 +250,9 @@ def test_registry():
         assert res["quality"] == 0.5
         assert calls[0][0] == "DataArray" and set(calls[0][1]) == {"y", "x"} and calls[0][2] == ("x_in", "x_out")
     finally:
-        PAIRWISE_METHODS.pop("_test_identity", None)
+        PAIRWISE_METHODS._funcs.pop("_test_identity", None)  # until Registry.unregister
     with pytest.raises(TypeError, match="only some"):
-        register_pairwise_method("_bad")(lambda fixed_data, moving_data, initial_affine: None)
+        pairwise_method("_bad")(lambda fixed_data, moving_data, initial_affine: None)
 
 
 def test_multiview_stitcher_functions_plug_in():
@@ -287,7 +290,7 @@ def test_multiview_stitcher_functions_plug_in():
 @pytest.mark.parametrize("kind", ["rigid", "similarity", "affine"])
 @pytest.mark.parametrize("where", ["pixels", "metadata"])
 def test_sitk_rotation_2d(kind, where):
-    views, truth = _rotated_pair(2, 15.0, kind=kind, where=where, seed=2)
+    views, truth = rotated_pair(2, 15.0, kind=kind, where=where, seed=2)
     types = ("translation", "rigid") + ((kind,) if kind != "rigid" else ())
     res = register_pair(views[0], views[1], "stage", method="sitk", transform_types=types)
     assert pairwise_error(views, res, truth, "stage") < 0.1
@@ -298,7 +301,7 @@ def test_sitk_rotation_2d(kind, where):
 @pytest.mark.parametrize("kind,tol", [("rigid", 0.5), ("similarity", 0.5), ("affine", 1.0)])
 @pytest.mark.parametrize("where", ["pixels", "metadata"])
 def test_sitk_rotation_3d(kind, tol, where):
-    views, truth = _rotated_pair(3, 10.0, axis=(1, 1, 1), kind=kind, where=where, seed=3)
+    views, truth = rotated_pair(3, 10.0, axis=(1, 1, 1), kind=kind, where=where, seed=3)
     types = ("translation", "rigid") + ((kind,) if kind != "rigid" else ())
     res = register_pair(views[0], views[1], "stage", method="sitk", transform_types=types)
     assert pairwise_error(views, res, truth, "stage") < tol
@@ -308,7 +311,7 @@ def test_sitk_rotation_3d(kind, tol, where):
 @pytest.mark.parametrize("nd,kind,where,tol", [(2, "rigid", "metadata", 0.1), (2, "affine", "pixels", 0.1),
                                                (3, "rigid", "pixels", 0.5), (3, "similarity", "metadata", 0.5)])
 def test_elastix_rotation(nd, kind, where, tol):
-    views, truth = _rotated_pair(nd, 15.0 if nd == 2 else 10.0, kind=kind, where=where, seed=4)
+    views, truth = rotated_pair(nd, 15.0 if nd == 2 else 10.0, kind=kind, where=where, seed=4)
     types = ("translation", "rigid") + ((kind,) if kind != "rigid" else ())
     res = register_pair(views[0], views[1], "stage", method="elastix", transform_types=types, n_threads=2)
     assert pairwise_error(views, res, truth, "stage") < tol

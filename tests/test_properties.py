@@ -13,7 +13,8 @@ from multiview_reg.graph import overlap_region
 from multiview_reg.resolvers import resolve
 from multiview_reg.data import synthetic_graph
 from multiview_reg.metrics import correction_error
-from multiview_reg.pairwise import phase_correlation_shift, register_pair
+from multiview_reg.pairwise import register_pair
+from multiview_reg.phase_correlation import phase_correlation_shift
 
 FAST = settings(derandomize=True, max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 SLOWER = settings(derandomize=True, max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
