@@ -69,6 +69,7 @@ def _ome_pixels(tif):
             return dict(el.attrib), names
     return None, None
 
+# %% ../nbs/09a_io_tiff.ipynb #0bd6976d
 def _res_spacing(page, unit):
     "Spacing (y, x) from the resolution tags of a page, or None."
     out = {}
@@ -79,6 +80,7 @@ def _res_spacing(page, unit):
         if num: out[d] = to_micrometres(den / num, unit)
     return out
 
+# %% ../nbs/09a_io_tiff.ipynb #1df6ea97
 def _tiff_spacing(tif):
     "Physical pixel size per spatial dim found in a TIFF's metadata: a dict (possibly partial), in µm when known."
     px, _ = _ome_pixels(tif)
@@ -162,6 +164,7 @@ def _num(v, where, col):
     if not np.isfinite(x): raise ValueError(f"positions: {where}: column {col!r} is not finite: {v!r}")
     return x
 
+# %% ../nbs/09a_io_tiff.ipynb #0d7d715a
 def _read_positions_file(path, ndim):
     "[(file name or None, position (ndim,))] from a CSV or JSON positions file."
     p = Path(path)
@@ -263,6 +266,59 @@ def _match_positions(entries, paths, where):
         return out
     return [pos for _, pos in entries]
 
+# %% ../nbs/09a_io_tiff.ipynb #b1ffd9cb
+def _tiles_spacing(paths, found, spacing, sd):
+    "One spacing for all tiles: their metadata must agree; `spacing` overrides it (with a warning when they differ)."
+    found = [{d: s for d, s in f.items() if d in sd} for f in found]
+    if spacing is None:
+        for d in sd:
+            vals = [(p.name, f[d]) for p, f in zip(paths, found) if d in f]
+            odd = next(((n, x) for n, x in vals if not np.isclose(x, vals[0][1], rtol=1e-6)), None)
+            if odd is not None:
+                raise ValueError(f"spacing: the tiles' metadata disagree: {vals[0][0]} has {d}-spacing {vals[0][1]}, "
+                                 f"{odd[0]} has {odd[1]}; pass spacing= to choose")
+        return {d: next((f[d] for f in found if d in f), 1.0) for d in sd}
+    sp = _per_dim(spacing, sd, 1.0, "spacing", positive=True)
+    diff = {f"{p.name}:{d}": (f[d], sp[d]) for p, f in zip(paths, found) for d in f if not np.isclose(f[d], sp[d])}
+    if diff: warnings.warn(f"spacing: the given spacing overrides the files' metadata "
+                           f"{dict(list(diff.items())[:3])} (file: dim: (metadata, given)){' ...' if len(diff) > 3 else ''}")
+    return sp
+
+# %% ../nbs/09a_io_tiff.ipynb #43523b7e
+def _tiles_positions(paths, shapes, sp, sd, positions, grid, order, overlap, pattern):
+    "Stage position per tile, in file order: from a positions file, an array, or a grid layout."
+    nd = len(sd)
+    if positions is None:
+        if grid is None and pattern is None:
+            raise ValueError("positions: give a positions file or array, or a grid=(rows, cols) / pattern layout")
+        return _grid_positions([p.name for p in paths], shapes, [[sp[d] for d in sd]] * len(paths), grid, order, overlap, pattern)
+    if isinstance(positions, (str, os.PathLike)):
+        return _match_positions(_read_positions_file(positions, nd), paths, str(positions))
+    try: arr = np.asarray(positions, dtype=float)
+    except (TypeError, ValueError): raise ValueError("positions: expected numbers in an (n_tiles, ndim) array") from None
+    if arr.ndim != 2 or arr.shape[1] != nd:
+        raise ValueError(f"positions: expected an array of shape ({len(paths)}, {nd}), got {arr.shape}")
+    if not np.all(np.isfinite(arr)): raise ValueError("positions: the array contains NaN or infinite values")
+    return _match_positions([(None, r) for r in arr], paths, "the array")
+
+# %% ../nbs/09a_io_tiff.ipynb #87412940
+def _tile_view(path, tile, position, sp, channel, transform_key):
+    "One tile as a view at its stage position, keeping only the chosen channels."
+    arr, dd, _, cnames = tile
+    cc = None
+    if "c" in dd:
+        n_c = arr.shape[dd.index("c")]
+        cc = np.array(cnames) if cnames and len(cnames) == n_c and all(cnames) else np.arange(n_c)
+        if channel is not None:
+            sel = [channel] if np.isscalar(channel) else list(channel)
+            bad = [c for c in sel if not -n_c <= int(c) < n_c]
+            if bad: raise ValueError(f"channel: {bad} out of range for {path.name} with {n_c} channels")
+            arr = da.take(arr, sel, axis=dd.index("c")); cc = cc[sel]
+    v = view_from_array(arr, dims=dd, spacing=sp, affine=affine_from_translation(position), transform_key=transform_key, c_coords=cc)
+    v.name = path.name
+    v.attrs["source"] = str(path)
+    return v
+
 # %% ../nbs/09a_io_tiff.ipynb #c8474e64
 def read_tiles(paths_or_folder, # a folder of TIFFs (natural sort order), a glob pattern, or a list of TIFF paths
                positions=None, # CSV/JSON positions file, or an (n_tiles, ndim) array; physical units, z, y, x order
@@ -283,51 +339,24 @@ def read_tiles(paths_or_folder, # a folder of TIFFs (natural sort order), a glob
     if len(ndims) > 1: raise ValueError(f"paths_or_folder: tiles mix 2D and 3D images ({sorted(ndims)} spatial dims)")
     nd = ndims.pop()
     sd = SPATIAL_DIMS[-nd:]
-    # spacing: metadata must agree between tiles; the argument overrides it (with a warning when they differ)
-    found = [{d: s for d, s in t[2].items() if d in sd} for t in tiles]
-    if spacing is None:
-        for d in sd:
-            vals = [(p.name, f[d]) for p, f in zip(paths, found) if d in f]
-            odd = next(((n, x) for n, x in vals if not np.isclose(x, vals[0][1], rtol=1e-6)), None)
-            if odd is not None:
-                raise ValueError(f"spacing: the tiles' metadata disagree: {vals[0][0]} has {d}-spacing {vals[0][1]}, "
-                                 f"{odd[0]} has {odd[1]}; pass spacing= to choose")
-        sp = {d: next((f[d] for f in found if d in f), 1.0) for d in sd}
-    else:
-        sp = _per_dim(spacing, sd, 1.0, "spacing", positive=True)
-        diff = {f"{p.name}:{d}": (f[d], sp[d]) for p, f in zip(paths, found) for d in f if not np.isclose(f[d], sp[d])}
-        if diff: warnings.warn(f"spacing: the given spacing overrides the files' metadata "
-                               f"{dict(list(diff.items())[:3])} (file: dim: (metadata, given)){' ...' if len(diff) > 3 else ''}")
+    sp = _tiles_spacing(paths, [t[2] for t in tiles], spacing, sd)
     shapes = [tuple(a.shape[dd.index(d)] for d in sd) for a, dd, _, _ in tiles]
-    if positions is None:
-        if grid is None and pattern is None:
-            raise ValueError("positions: give a positions file or array, or a grid=(rows, cols) / pattern layout")
-        pos = _grid_positions([p.name for p in paths], shapes, [[sp[d] for d in sd]] * len(paths), grid, order, overlap, pattern)
-    elif isinstance(positions, (str, os.PathLike)):
-        pos = _match_positions(_read_positions_file(positions, nd), paths, str(positions))
-    else:
-        try: arr = np.asarray(positions, dtype=float)
-        except (TypeError, ValueError): raise ValueError("positions: expected numbers in an (n_tiles, ndim) array") from None
-        if arr.ndim != 2 or arr.shape[1] != nd:
-            raise ValueError(f"positions: expected an array of shape ({len(paths)}, {nd}), got {arr.shape}")
-        if not np.all(np.isfinite(arr)): raise ValueError("positions: the array contains NaN or infinite values")
-        pos = _match_positions([(None, r) for r in arr], paths, "the array")
-    views = []
-    for p, (arr, dd, _, cnames), ps in zip(paths, tiles, pos):
-        cc = None
-        if "c" in dd:
-            n_c = arr.shape[dd.index("c")]
-            cc = np.array(cnames) if cnames and len(cnames) == n_c and all(cnames) else np.arange(n_c)
-            if channel is not None:
-                sel = [channel] if np.isscalar(channel) else list(channel)
-                bad = [c for c in sel if not -n_c <= int(c) < n_c]
-                if bad: raise ValueError(f"channel: {bad} out of range for {p.name} with {n_c} channels")
-                arr = da.take(arr, sel, axis=dd.index("c")); cc = cc[sel]
-        v = view_from_array(arr, dims=dd, spacing=sp, affine=affine_from_translation(ps), transform_key=transform_key, c_coords=cc)
-        v.name = p.name
-        v.attrs["source"] = str(p)
-        views.append(v)
-    return views
+    pos = _tiles_positions(paths, shapes, sp, sd, positions, grid, order, overlap, pattern)
+    return [_tile_view(p, t, ps, sp, channel, transform_key) for p, t, ps in zip(paths, tiles, pos)]
+
+# %% ../nbs/09a_io_tiff.ipynb #d77db101
+def _stage_position(v, i, nd, transform_key):
+    "World position of view `i`'s first pixel: its transform must be one pure translation (the positions file holds no more)."
+    if get_ndim(v) != nd: raise ValueError(f"views: view {i} has {get_ndim(v)} spatial dims, view 0 has {nd}")
+    timed = "t" in get_affine(v, transform_key, as_xarray=True).dims
+    a = get_affine(v, transform_key, t=0 if timed else None)
+    if timed:
+        stack = _as_matrix(get_affine(v, transform_key, as_xarray=True))
+        if not np.allclose(stack, stack[:1]): raise ValueError(f"views: view {i} has a time-varying {transform_key!r} transform; use save_transforms")
+    if not np.allclose(a[:-1, :-1], np.eye(nd), atol=1e-9):
+        raise ValueError(f"transform_key: view {i}'s {transform_key!r} transform is not a pure translation; "
+                         "positions cannot hold it, use save_transforms")
+    return apply_affine(a, get_origin(v, asarray=True))
 
 # %% ../nbs/09a_io_tiff.ipynb #5aaa891a
 def write_tiles(views:list, # views (numpy or dask); each is computed one at a time
@@ -349,15 +378,7 @@ def write_tiles(views:list, # views (numpy or dask); each is computed one at a t
     rows, out = [], []
     for i, (v, n) in enumerate(zip(views, names)):
         v = as_view(v)
-        if get_ndim(v) != nd: raise ValueError(f"views: view {i} has {get_ndim(v)} spatial dims, view 0 has {nd}")
-        a = get_affine(v, transform_key, t=0 if "t" in get_affine(v, transform_key, as_xarray=True).dims else None)
-        if "t" in get_affine(v, transform_key, as_xarray=True).dims:
-            stack = _as_matrix(get_affine(v, transform_key, as_xarray=True))
-            if not np.allclose(stack, stack[:1]): raise ValueError(f"views: view {i} has a time-varying {transform_key!r} transform; use save_transforms")
-        if not np.allclose(a[:-1, :-1], np.eye(nd), atol=1e-9):
-            raise ValueError(f"transform_key: view {i}'s {transform_key!r} transform is not a pure translation; "
-                             "positions cannot hold it, use save_transforms")
-        pos = apply_affine(a, get_origin(v, asarray=True))
+        pos = _stage_position(v, i, nd, transform_key)
         sp = get_spacing(v)
         meta = {"axes": "".join(d.upper() for d in v.dims)}
         meta.update({f"PhysicalSize{d.upper()}": sp[d] for d in sd})
