@@ -31,6 +31,22 @@ def _jsonable(x):
     return x
 
 
+# %% ../nbs/09c_io.ipynb #c0f11920
+def _split_qualities(qualities, n):
+    "(one quality per view, the summary dict) from save_transforms' `qualities`."
+    if isinstance(qualities, dict): return [None] * n, qualities
+    if qualities is None: return [None] * n, None
+    per_view = list(qualities)
+    if len(per_view) != n: raise ValueError(f"qualities: {len(per_view)} values for {n} views")
+    return per_view, None
+
+# %% ../nbs/09c_io.ipynb #116db710
+def _transform_entry(v, i, name, transform_key, quality):
+    "The JSON entry of view `i`: its name, ndim, affine (or time stack with its time indices) and quality."
+    a = _as_matrix(get_affine(v, transform_key, as_xarray=True), get_ndim(v), f"views[{i}] {transform_key!r}")
+    return {"name": name, "index": i, "ndim": get_ndim(v), "affine": a.tolist(),
+            "time_index": list(range(a.shape[0])) if a.ndim == 3 else None, "quality": _jsonable(quality)}
+
 # %% ../nbs/09c_io.ipynb #198b8aac
 def save_transforms(views:list, # views (or multiscale views) carrying `transform_key`
                     path, # output .json file
@@ -44,18 +60,8 @@ def save_transforms(views:list, # views (or multiscale views) carrying `transfor
     if names is None:
         names = [str(as_view(v).name) if as_view(v).name is not None else f"view_{i:03d}" for i, v in enumerate(views)]
     if len(names) != len(views): raise ValueError(f"names: {len(names)} names for {len(views)} views")
-    per_view, summary = [None] * len(views), None
-    if isinstance(qualities, dict): summary = qualities
-    elif qualities is not None:
-        per_view = list(qualities)
-        if len(per_view) != len(views): raise ValueError(f"qualities: {len(per_view)} values for {len(views)} views")
-    entries = []
-    for i, (v, n) in enumerate(zip(views, names)):
-        x = get_affine(v, transform_key, as_xarray=True)
-        a = _as_matrix(x, get_ndim(v), f"views[{i}] {transform_key!r}")
-        e = {"name": n, "index": i, "ndim": get_ndim(v), "affine": a.tolist(),
-             "time_index": list(range(a.shape[0])) if a.ndim == 3 else None, "quality": _jsonable(per_view[i])}
-        entries.append(e)
+    per_view, summary = _split_qualities(qualities, len(views))
+    entries = [_transform_entry(v, i, n, transform_key, q) for i, (v, n, q) in enumerate(zip(views, names, per_view))]
     doc = {"format": "multiview_reg.transforms", "format_version": 1,
            "software": {"name": "multiview_reg", "version": __version__},
            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -63,11 +69,9 @@ def save_transforms(views:list, # views (or multiscale views) carrying `transfor
     atomic_write(path, json.dumps(doc, indent=1))
     return Path(path)
 
-# %% ../nbs/09c_io.ipynb #2686aeb2
-def load_transforms(path # a .json file written by `save_transforms`
-                   ) -> dict: # {'transform_key', 'names', 'affines' (list of arrays), 'time_index', 'qualities', 'quality', 'software'}
-    "Load and validate a transforms file; errors name the bad entry."
-    p = Path(path)
+# %% ../nbs/09c_io.ipynb #1bca9b42
+def _read_transforms_doc(p):
+    "The JSON document of a transforms file, checked to be one (format and version)."
     if not p.is_file(): raise FileNotFoundError(f"path: transforms file {str(p)!r} does not exist")
     try: doc = json.loads(p.read_text())
     except json.JSONDecodeError as e: raise ValueError(f"path: {p} is not valid JSON ({e})") from None
@@ -75,17 +79,40 @@ def load_transforms(path # a .json file written by `save_transforms`
         raise ValueError(f"path: {p} is not a multiview_reg transforms file (no 'format': 'multiview_reg.transforms')")
     if doc.get("format_version", 1) > 1:
         raise ValueError(f"path: {p} has format_version {doc['format_version']}; this version reads 1")
+    return doc
+
+# %% ../nbs/09c_io.ipynb #98a7da94
+def _entry_affine(e, i, fname):
+    "The validated affine of entry `i` of a transforms file; errors name the entry."
+    where = f"path: {fname} entry {i}" + (f" ({e.get('name')!r})" if isinstance(e, dict) and e.get("name") else "")
+    if not isinstance(e, dict) or "affine" not in e: raise ValueError(f"{where}: expected an object with an 'affine'")
+    nd = e.get("ndim")
+    if nd not in (2, 3): raise ValueError(f"{where}: 'ndim' must be 2 or 3, got {nd!r}")
+    return check_affine(e["affine"], nd, where)
+
+# %% ../nbs/09c_io.ipynb #2686aeb2
+def load_transforms(path # a .json file written by `save_transforms`
+                   ) -> dict: # {'transform_key', 'names', 'affines' (list of arrays), 'time_index', 'qualities', 'quality', 'software'}
+    "Load and validate a transforms file; errors name the bad entry."
+    p = Path(path)
+    doc = _read_transforms_doc(p)
     out = {"transform_key": doc.get("transform_key"), "software": doc.get("software"), "quality": doc.get("quality"),
            "names": [], "affines": [], "time_index": [], "qualities": []}
     for i, e in enumerate(doc["views"]):
-        where = f"path: {p.name} entry {i}" + (f" ({e.get('name')!r})" if isinstance(e, dict) and e.get("name") else "")
-        if not isinstance(e, dict) or "affine" not in e: raise ValueError(f"{where}: expected an object with an 'affine'")
-        nd = e.get("ndim")
-        if nd not in (2, 3): raise ValueError(f"{where}: 'ndim' must be 2 or 3, got {nd!r}")
-        a = check_affine(e["affine"], nd, where)
-        out["names"].append(e.get("name")); out["affines"].append(a)
+        out["names"].append(e.get("name")); out["affines"].append(_entry_affine(e, i, p.name))
         out["time_index"].append(e.get("time_index")); out["qualities"].append(e.get("quality"))
     return out
+
+# %% ../nbs/09c_io.ipynb #0e906b66
+def _match_entries(vnames, names, by_name=None):
+    "Index of the file entry for each view: by name (default when every view has a unique name in the file), else by order."
+    if by_name is None: by_name = all(n is not None and n in names for n in vnames) and len(set(vnames)) == len(vnames)
+    if by_name:
+        missing = [n for n in vnames if n not in names]
+        if missing: raise KeyError(f"loaded: no transform for views {missing}")
+        return [names.index(n) for n in vnames]
+    if len(vnames) != len(names): raise ValueError(f"views: {len(vnames)} views for {len(names)} transforms in the file")
+    return list(range(len(vnames)))
 
 # %% ../nbs/09c_io.ipynb #e2e5d64f
 def apply_transforms(views:list, # views to receive the transforms (modified in place and returned)
@@ -98,15 +125,7 @@ def apply_transforms(views:list, # views to receive the transforms (modified in 
     if not key: raise ValueError("transform_key: the file names no key; pass transform_key")
     names = loaded["names"]
     vnames = [as_view(v).name for v in views]
-    if by_name is None: by_name = all(n is not None and n in names for n in vnames) and len(set(vnames)) == len(vnames)
-    if by_name:
-        missing = [n for n in vnames if n not in names]
-        if missing: raise KeyError(f"loaded: no transform for views {missing}")
-        idx = [names.index(n) for n in vnames]
-    else:
-        if len(views) != len(names): raise ValueError(f"views: {len(views)} views for {len(names)} transforms in the file")
-        idx = list(range(len(views)))
-    for i, (v, j) in enumerate(zip(views, idx)):
+    for i, (v, j) in enumerate(zip(views, _match_entries(vnames, names, by_name))):
         a = loaded["affines"][j]
         if a.shape[-1] != get_ndim(v) + 1:
             raise ValueError(f"loaded: entry {j} ({names[j]!r}) is {a.shape[-1]-1}D but view {i} has {get_ndim(v)} spatial dims")
@@ -118,6 +137,7 @@ def _is_zarr(p):
     p = Path(p)
     return p.is_dir() and any((p / m).exists() for m in ("zarr.json", ".zattrs", ".zgroup"))
 
+# %% ../nbs/09c_io.ipynb #40034636
 def read_views(inputs, # folder of TIFFs, folder of OME-Zarr images, one path, or a list of paths
                positions=None, # TIFF only: positions file or array (see `read_tiles`)
                transform_key:str=DEFAULT_TRANSFORM_KEY, # name of the world system of the stage positions

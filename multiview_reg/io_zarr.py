@@ -33,6 +33,7 @@ def _open_group(path, mode="r"):
     except Exception as e:
         raise ValueError(f"path: {path} is not a Zarr group ({type(e).__name__}: {e})") from None
 
+# %% ../nbs/09b_io_zarr.ipynb #5f60cbc9
 def _ngff_meta(group, path):
     "(multiscales entry, NGFF version, attrs dict) of an OME-Zarr group."
     attrs = group.attrs.asdict()
@@ -44,6 +45,7 @@ def _ngff_meta(group, path):
     version = ome.get("version", ms[0].get("version", "0.4"))
     return ms[0], str(version), attrs
 
+# %% ../nbs/09b_io_zarr.ipynb #9e47b010
 def _scale_translation(transforms, n, where):
     "Combined (scale, translation) of a list of NGFF scale/translation transforms over `n` axes."
     s, t = np.ones(n), np.zeros(n)
@@ -62,6 +64,7 @@ def _unit_factor(ms, sd):
     units = {a["name"]: a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict)}
     return float(np.mean([to_micrometres(1.0, units.get(d)) for d in sd]))
 
+# %% ../nbs/09b_io_zarr.ipynb #1b37a76a
 def _ngff_world_affine(ms, axes, sd, unit_f):
     "Affine (physical -> world) of the multiscale-level transforms, over spatial dims `sd`."
     trs = ms.get("coordinateTransformations") or []
