@@ -105,7 +105,7 @@ def test_every_module_imports_in_a_fresh_venv(tmp_path):
     script = ("import importlib, sys, traceback\nbad = []\n"
               f"for m in {_modules()!r}:\n"
               f"    try: importlib.import_module('{PKG}.' + m if m != '__init__' else '{PKG}')\n"
-              "    except Exception: bad.append(m + ': ' + traceback.format_exc(limit=2))\n"
+              "    except Exception: bad.append(m + ': ' + traceback.format_exc(limit=-2))\n"
               "print('\\n'.join(bad)); sys.exit(1 if bad else 0)")
     res = subprocess.run([str(py), "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert res.returncode == 0, f"modules that fail to import with only the runtime dependencies:\n{res.stdout}\n{res.stderr[-3000:]}"
