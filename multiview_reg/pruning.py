@@ -6,32 +6,26 @@ Docs: https://multiview-reg.github.io/multiview_reg/pruning.html.md"""
 
 # %% ../nbs/03_pruning.ipynb #9de65ea9
 from __future__ import annotations
-import inspect
 import warnings
 import numpy as np
 import networkx as nx
+from .core import Registry, check_kwargs
 
 # %% auto #0
-__all__ = ['PRUNING_METHODS', 'register_pruning_method', 'prune', 'prune_alternating_pattern', 'prune_shortest_paths',
-           'otsu_threshold', 'prune_otsu_threshold', 'prune_keep_axis_aligned', 'prune_auto']
+__all__ = ['PRUNING_METHODS', 'pruning_method', 'register_pruning_method', 'prune', 'prune_alternating_pattern',
+           'prune_shortest_paths', 'otsu_threshold', 'prune_otsu_threshold', 'prune_keep_axis_aligned', 'prune_auto']
 
 # %% ../nbs/03_pruning.ipynb #f50cd47c
-PRUNING_METHODS = {}  # name -> function(graph, **kwargs) returning the edges to keep
+PRUNING_METHODS = Registry("pruning method")  # name -> function(graph, **kwargs) returning the edges to keep
 
-def register_pruning_method(name:str, # name to use with `prune(graph, name)`
-                            func=None, # the method; if None, return a decorator
-                            overwrite:bool=False # replace an existing method of the same name
-                           ):
-    "Add a pruning method to `PRUNING_METHODS` (usable as a decorator: `@register_pruning_method('name')`)."
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name: expected a non-empty string, got {name!r}")
-    def _register(f):
-        if not callable(f): raise TypeError(f"func: expected a callable, got {type(f).__name__}")
-        if name in PRUNING_METHODS and not overwrite and PRUNING_METHODS[name] is not f:
-            raise ValueError(f"name: a pruning method {name!r} is already registered; pass overwrite=True to replace it")
-        PRUNING_METHODS[name] = f
-        return f
-    return _register if func is None else _register(func)
+def pruning_method(name:str, # name to use with `prune(graph, name)` (case-insensitive)
+                   overwrite:bool=False # replace an existing method of the same name
+                  ):
+    "Decorator: register `f(graph, **kwargs) -> edges to keep` as a pruning method in `PRUNING_METHODS`."
+    return PRUNING_METHODS.register(name, overwrite=overwrite)
+
+def register_pruning_method(name, func=None, overwrite=False):  # transitional: the old name of `pruning_method`
+    return PRUNING_METHODS.register(name, func, overwrite=overwrite)
 
 # %% ../nbs/03_pruning.ipynb #d4f3a1d0
 def _rejoin(graph, kept):
@@ -58,31 +52,16 @@ def _reconnect(graph, kept, method_name):
                       f"{len(restored)} edge(s) with the highest overlap to keep it connected: {restored}")
     return restored
 
-def _unknown_kwargs(func, kwargs):
-    "Names in `kwargs` that `func` does not accept (empty when it takes **kwargs or has no signature)."
-    try: ps = inspect.signature(func).parameters
-    except (TypeError, ValueError): return []
-    if any(p.kind == p.VAR_KEYWORD for p in ps.values()): return []
-    return sorted(set(kwargs) - set(ps))
-
 def prune(graph:nx.Graph, # overlap graph from `build_overlap_graph` (edge attribute `overlap`)
           method="alternating_pattern", # a name in `PRUNING_METHODS`, a callable, or None to keep every edge
           **kwargs # passed on to the method
          ) -> nx.Graph: # a new graph: same nodes and attributes, a subset of the edges
     "Prune an overlap graph with a registered method, never splitting a connected component."
     if not isinstance(graph, nx.Graph): raise TypeError(f"graph: expected a networkx.Graph, got {type(graph).__name__}")
-    if method is None: f, name = None, "None"
-    elif callable(method): f, name = method, getattr(method, "__name__", "custom")
-    elif isinstance(method, str):
-        if method not in PRUNING_METHODS:
-            raise ValueError(f"method: unknown pruning method {method!r}; registered: {sorted(PRUNING_METHODS)} (or None)")
-        f, name = PRUNING_METHODS[method], method
-    else: raise TypeError(f"method: expected a name, a callable or None, got {type(method).__name__}")
+    f = None if method is None else PRUNING_METHODS.get(method, arg="method")
+    name = method if isinstance(method, str) else "None" if method is None else getattr(method, "__name__", "custom")
     if f is None and kwargs: raise TypeError(f"method: None takes no arguments, got {sorted(kwargs)}")
-    bad = [] if f is None else _unknown_kwargs(f, kwargs)
-    if bad:
-        ok = sorted(set(inspect.signature(f).parameters) - {"graph"})
-        raise TypeError(f"kwargs: pruning method {name!r} takes no argument(s) {bad}; it accepts {ok}")
+    if f is not None: check_kwargs(f, kwargs, "kwargs", skip=("graph",))
     missing = [e for e in graph.edges if "overlap" not in graph.edges[e]]
     if missing: raise ValueError(f"graph: edges {missing[:5]} have no 'overlap' attribute (build it with build_overlap_graph)")
     keep = list(graph.edges) if f is None else f(graph, **kwargs)
@@ -107,7 +86,7 @@ def _bipartite_above(sub, vals, k):
     h = nx.Graph([e for e in sub.edges if sub.edges[e]["overlap"] > thr])
     return nx.is_bipartite(h), h
 
-@register_pruning_method("alternating_pattern")
+@pruning_method("alternating_pattern")
 def prune_alternating_pattern(graph:nx.Graph # overlap graph
                              ) -> nx.Graph: # the edges to keep, colours in `.graph['colors']`
     "Keep the edges between the two colours of a checkerboard colouring, dropping the smallest overlaps until one exists."
@@ -140,7 +119,7 @@ def _central_node(graph, nodes):
     c = np.array([np.asarray(graph.nodes[n]["corners"]).mean(0) for n in nodes])
     return nodes[int(np.argmin(np.linalg.norm(c - c.mean(0), axis=1)))]
 
-@register_pruning_method("shortest_paths_overlap_weighted")
+@pruning_method("shortest_paths_overlap_weighted")
 def prune_shortest_paths(graph:nx.Graph, # overlap graph
                          reference=None # view to start from; default the central view of each component
                         ) -> list: # edges to keep
@@ -173,7 +152,7 @@ def otsu_threshold(values # 1D sample
     b = int(np.argmax(between))
     return float((v[b] + v[b + 1]) / 2)
 
-@register_pruning_method("otsu_threshold_on_overlap")
+@pruning_method("otsu_threshold_on_overlap")
 def prune_otsu_threshold(graph:nx.Graph # overlap graph
                         ) -> list: # edges to keep
     "Keep the edges whose overlap is at least Otsu's threshold of all overlaps."
@@ -183,7 +162,7 @@ def prune_otsu_threshold(graph:nx.Graph # overlap graph
     return [e for e in graph.edges if graph.edges[e]["overlap"] >= thr]
 
 # %% ../nbs/03_pruning.ipynb #ef4e6d92
-@register_pruning_method("keep_axis_aligned")
+@pruning_method("keep_axis_aligned")
 def prune_keep_axis_aligned(graph:nx.Graph, # overlap graph with node attribute `obb` (from build_overlap_graph)
                             max_angle:float=0.1 # radians; the largest angle between an edge and a view axis
                            ) -> list: # edges to keep
@@ -208,7 +187,7 @@ def _is_complete(graph):
     n = graph.number_of_nodes()
     return n >= 3 and graph.number_of_edges() == n * (n - 1) // 2
 
-@register_pruning_method("auto")
+@pruning_method("auto")
 def prune_auto(graph:nx.Graph # overlap graph
               ) -> nx.Graph: # the edges to keep; `.graph['auto']`: the method that ran ('alternating_pattern' or None)
     "Keep every edge of a complete graph of >= 3 views; otherwise prune with `alternating_pattern`."

@@ -6,34 +6,31 @@ Docs: https://multiview-reg.github.io/multiview_reg/resolvers.html.md"""
 
 # %% ../nbs/05_resolvers.ipynb #626efd5f
 from __future__ import annotations
-import inspect
 import warnings
 import numpy as np
 import networkx as nx
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from .core import Registry, check_kwargs
 from .spatial import affine_from_translation, affine_from_linear, affine_from_rotation, apply_affine, box_corners
 from .data import synthetic_graph  # transitional: moved to multiview_reg.data
 from .metrics import correction_error  # transitional: moved to multiview_reg.metrics
 
 # %% auto #0
-__all__ = ['RESOLVERS', 'register_resolver', 'resolve', 'resolve_timepoints', 'resolve_shortest_paths',
+__all__ = ['RESOLVERS', 'register_resolver', 'resolver', 'resolve', 'resolve_timepoints', 'resolve_shortest_paths',
            'resolve_global_optimization', 'resolve_linear_two_pass']
 
 # %% ../nbs/05_resolvers.ipynb #66771d2d
-RESOLVERS = {}
+RESOLVERS = Registry("resolver")  # name -> f(graph_component, **kwargs) -> (params, info)
 _TRANSFORMS = ("translation", "rigid", "similarity", "affine")  # the transform types of the least-squares methods
 
-def register_resolver(name:str # the name `resolve(..., method=name)` will use
-                     ):
+def resolver(name:str, # the name `resolve(..., method=name)` will use (case-insensitive)
+             overwrite:bool=False # replace a resolver already registered under `name`
+            ):
     "Decorator: register `f(graph_component, **kwargs) -> (params, info)` as a global resolution method."
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name: expected a non-empty string, got {name!r}")
-    def deco(f):
-        if not callable(f): raise TypeError(f"register_resolver({name!r}): expected a function, got {type(f).__name__}")
-        RESOLVERS[name] = f
-        return f
-    return deco
+    return RESOLVERS.register(name, overwrite=overwrite)
+
+register_resolver = resolver  # transitional: the old name of `resolver`
 
 # %% ../nbs/05_resolvers.ipynb #3103f2d2
 def _edge_key(graph, u, v):
@@ -134,62 +131,65 @@ def _stage_gauge(params, graph, nodes):
     H = affine_from_translation(shift)
     return {n: H @ params[n] for n in nodes}
 
-def _unknown_kwargs(func, kwargs):
+def _unknown_kwargs(func, kwargs):  # transitional: register (HEAD) imports it; use core.check_kwargs
     "Names in `kwargs` that `func` does not accept (empty when it takes **kwargs or has no signature)."
     try: ps = inspect.signature(func).parameters
     except (TypeError, ValueError): return []
     if any(p.kind == p.VAR_KEYWORD for p in ps.values()): return []
     return sorted(set(kwargs) - set(ps))
 
-def resolve(graph:nx.Graph, # overlap graph of ONE time point, pairwise results on its edges
-            method:str="global_optimization", # a name in `RESOLVERS`
-            reference_view=None, # node held at the identity (in its component); default: best-connected per component
-            **kwargs # passed to the method
-           ) -> tuple: # (params {node: (ndim+1)^2 correction G}, info)
-    "Resolve pairwise results into one correction per view, per connected component; residuals for every edge."
-    if not isinstance(graph, nx.Graph): raise TypeError(f"graph: expected a networkx.Graph, got {type(graph).__name__}")
-    if graph.number_of_nodes() == 0: raise ValueError("graph: expected at least one view (node), got an empty graph")
-    if method not in RESOLVERS:
-        raise ValueError(f"method: unknown resolver {method!r}; known: {sorted(RESOLVERS)}")
-    bad = _unknown_kwargs(RESOLVERS[method], kwargs)
-    if bad:
-        ok = sorted(set(inspect.signature(RESOLVERS[method]).parameters) - {"graph", "reference_view"})
-        raise TypeError(f"kwargs: resolver {method!r} takes no argument(s) {bad}; it accepts {ok}")
-    if reference_view is not None and reference_view not in graph:
-        raise ValueError(f"reference_view: {reference_view!r} is not a node of the graph")
-    d = _graph_ndim(graph)
-    H = nx.Graph(); H.add_nodes_from(graph.nodes)
-    H.add_edges_from((u, v) for u, v, a in graph.edges(data=True) if _has_transform(a))
-    comps = sorted((list(c) for c in nx.connected_components(H)), key=len, reverse=True)
-    if reference_view is not None:
-        comps.sort(key=lambda c: reference_view not in c)
+# %% ../nbs/05_resolvers.ipynb #42913f1f
+def _resolve_components(graph, comps, f, name, reference_view, kwargs, d):
+    "Run resolver `f` on each connected component (largest first); later ones are placed by the stage unless anchored."
     params, used, refs, per = {}, [], [], []
     for ci, comp in enumerate(comps):
         if len(comp) == 1:
             params[comp[0]] = np.eye(d + 1); refs.append(comp[0]); per.append({"n_views": 1, "n_edges": 0}); continue
         kw = dict(kwargs)
         if reference_view is not None and reference_view in comp: kw["reference_view"] = reference_view
-        p, inf = RESOLVERS[method](graph if len(comps) == 1 else graph.subgraph(comp), **kw)
+        p, inf = f(graph if len(comps) == 1 else graph.subgraph(comp), **kw)
         missing = [n for n in comp if n not in p]
-        if missing: raise ValueError(f"method: resolver {method!r} returned no transform for views {missing[:10]}")
+        if missing: raise ValueError(f"method: resolver {name!r} returned no transform for views {missing[:10]}")
         p = {n: np.asarray(p[n], float) for n in comp}
         if ci > 0 and "reference_view" not in kw and not kwargs.get("prior_weight"):
             p = _stage_gauge(p, graph, comp)
         params.update(p)
         used += list(inf.get("used_edges", []))
-        refs.append(kw.get("reference_view", inf.get("reference_view")) if ci == 0 or "reference_view" in kw or kwargs.get("prior_weight") else None)
+        anchored = ci == 0 or "reference_view" in kw or kwargs.get("prior_weight")
+        refs.append(kw.get("reference_view", inf.get("reference_view")) if anchored else None)
         per.append(inf.get("metrics", {}))
+    return params, used, refs, per
+
+# %% ../nbs/05_resolvers.ipynb #469ed6da
+def resolve(graph:nx.Graph, # overlap graph of ONE time point, pairwise results on its edges
+            method="global_optimization", # a name in `RESOLVERS`, or a resolver function
+            reference_view=None, # node held at the identity (in its component); default: best-connected per component
+            **kwargs # passed to the method
+           ) -> tuple: # (params {node: (ndim+1)^2 correction G}, info)
+    "Resolve pairwise results into one correction per view, per connected component; residuals for every edge."
+    if not isinstance(graph, nx.Graph): raise TypeError(f"graph: expected a networkx.Graph, got {type(graph).__name__}")
+    if graph.number_of_nodes() == 0: raise ValueError("graph: expected at least one view (node), got an empty graph")
+    f = RESOLVERS.get(method, arg="method")
+    name = method if isinstance(method, str) else getattr(method, "__name__", "custom")
+    check_kwargs(f, kwargs, "kwargs", skip=("graph", "reference_view"))
+    if reference_view is not None and reference_view not in graph:
+        raise ValueError(f"reference_view: {reference_view!r} is not a node of the graph")
+    d = _graph_ndim(graph)
+    H = nx.Graph(); H.add_nodes_from(graph.nodes)
+    H.add_edges_from((u, v) for u, v, a in graph.edges(data=True) if _has_transform(a))
+    comps = sorted((list(c) for c in nx.connected_components(H)), key=len, reverse=True)
+    if reference_view is not None: comps.sort(key=lambda c: reference_view not in c)
+    params, used, refs, per = _resolve_components(graph, comps, f, name, reference_view, kwargs, d)
     if len(comps) > 1:
         others = comps[1:]
         shown = ", ".join(str(_sorted(c)) for c in others[:10]) + (" ..." if len(others) > 10 else "")
         warnings.warn(f"graph: {len(comps)} connected components; views {shown} are not linked to the component of "
                       f"view {refs[0]!r} and are placed by their stage positions", stacklevel=2)
     pb = _Problem(graph)
-    G = np.array([params[n] for n in pb.nodes]).reshape(-1, d + 1, d + 1)
-    res = _edge_rms(G, pb.f, pb.m, pb.X, pb.Y)
+    res = _edge_rms(np.array([params[n] for n in pb.nodes]).reshape(-1, d + 1, d + 1), pb.f, pb.m, pb.X, pb.Y)
     edge_residuals = {k: float(r) for k, r in zip(pb.keys, res)}
     u = np.array([edge_residuals[e] for e in used if e in edge_residuals])
-    metrics = {"method": method, "n_components": len(comps),
+    metrics = {"method": name, "n_components": len(comps),
                "rms_residual": float(np.sqrt(np.mean(u ** 2))) if u.size else 0.0,
                "max_residual": float(u.max()) if u.size else 0.0, "per_component": per}
     return params, {"metrics": metrics, "used_edges": used, "edge_residuals": edge_residuals,
@@ -452,7 +452,7 @@ def _reference_index(pb, reference_view):
     return int(np.argmax(deg))
 
 # %% ../nbs/05_resolvers.ipynb #d83abbe8
-@register_resolver("shortest_paths")
+@resolver("shortest_paths")
 def resolve_shortest_paths(graph:nx.Graph, # one connected component carrying pairwise results on its edges
                            reference_view=None, # node held at the identity; default: the best-connected view
                            min_quality:float=1e-3 # path cost per edge is -log(max(quality, min_quality)) + 0.001
@@ -513,7 +513,7 @@ def _reject_edges(pb, active, ref, model, prior_weight, thr_abs, rel_threshold, 
     return G, active, rounds, total, thr
 
 # %% ../nbs/05_resolvers.ipynb #8a98dfb7
-@register_resolver("global_optimization")
+@resolver("global_optimization")
 def resolve_global_optimization(graph:nx.Graph, # one connected component carrying pairwise results on its edges
                                 transform:str="translation", # 'translation', 'rigid', 'similarity' or 'affine'
                                 reference_view=None, # node held at the identity; default: the best-connected view
@@ -557,7 +557,7 @@ def resolve_global_optimization(graph:nx.Graph, # one connected component carryi
                     "reference_view": pb.nodes[ref]}
 
 # %% ../nbs/05_resolvers.ipynb #4fe978f3
-@register_resolver("linear_two_pass")
+@resolver("linear_two_pass")
 def resolve_linear_two_pass(graph:nx.Graph, # one connected component carrying pairwise results on its edges
                             transform:str="translation", # 'translation' or 'rigid'
                             reference_view=None, # node held at the identity; default: the best-connected view
