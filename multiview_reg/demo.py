@@ -14,6 +14,13 @@ from .core import atomic_write
 # %% auto #0
 __all__ = ['demo']
 
+# %% ../nbs/09d_demo.ipynb #cd4269ff
+def _figure_pixels(fig, dpi):
+    "RGBA pixels (h, w, 4) of a matplotlib figure drawn at `dpi`."
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    canvas = FigureCanvasAgg(fig); fig.set_dpi(dpi); canvas.draw()
+    return np.asarray(canvas.buffer_rgba())
+
 # %% ../nbs/09d_demo.ipynb #1682fb8d
 def _figures_to_png(figs:list, # matplotlib Figures
                     path, # output PNG
@@ -22,10 +29,7 @@ def _figures_to_png(figs:list, # matplotlib Figures
     "Render several figures side by side into one PNG (written atomically)."
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    imgs = []
-    for f in figs:
-        canvas = FigureCanvasAgg(f); f.set_dpi(dpi); canvas.draw()
-        imgs.append(np.asarray(canvas.buffer_rgba()))
+    imgs = [_figure_pixels(f, dpi) for f in figs]
     nrows = -(-len(imgs) // ncols)
     h = max(i.shape[0] for i in imgs); w = max(i.shape[1] for i in imgs)
     out = Figure(figsize=(ncols * w / dpi, nrows * h / dpi), dpi=dpi)
@@ -34,19 +38,12 @@ def _figures_to_png(figs:list, # matplotlib Figures
     out.subplots_adjust(0, 0, 1, 1, 0, 0)
     return atomic_write(path, lambda tmp: FigureCanvasAgg(out).print_png(tmp))
 
-# %% ../nbs/09d_demo.ipynb #d3eea4b2
-def demo(ndim:int=2, # 2 or 3 spatial dims
-         out:str="demo_out", # output folder (created)
-         seed:int=0, # dataset seed
-         progress:bool=False # show a progress bar over pairwise registrations
-        ) -> dict: # {'before', 'after': registration_error dicts, 'result': register's `RegistrationResult`}
-    "Register the built-in sample tile scan, compare with its ground truth, write summary.png and transforms.json."
+# %% ../nbs/09d_demo.ipynb #81bfe2a0
+def _register_sample(ndim, seed, progress):
+    "Register the sample tile scan; print the error against its truth before and after. (views, before, after, result)"
     import matplotlib; matplotlib.use("Agg")
     from multiview_reg.data import tiled_dataset, registration_error
     from multiview_reg.register import register
-    from multiview_reg.summary import summary_figures
-    from multiview_reg.io import save_transforms
-    if ndim not in (2, 3): raise ValueError(f"ndim: expected 2 or 3, got {ndim}")
     views, truth = tiled_dataset(ndim=ndim, seed=seed)
     shape = "x".join(str(s) for s in views[0].shape)
     print(f"sample data: {len(views)} tiles of {shape} pixels ({ndim}D), stage positions off by a few pixels")
@@ -57,6 +54,19 @@ def demo(ndim:int=2, # 2 or 3 spatial dims
     print(f"error against the ground truth, before: mean {before['mean_px']:.2f} px, max {before['max_px']:.2f} px")
     print(f"                                 after: mean {after['mean_px']:.3f} px, max {after['max_px']:.3f} px "
           f"(register took {time.perf_counter() - t0:.1f} s)")
+    return views, before, after, res
+
+# %% ../nbs/09d_demo.ipynb #d3eea4b2
+def demo(ndim:int=2, # 2 or 3 spatial dims
+         out:str="demo_out", # output folder (created)
+         seed:int=0, # dataset seed
+         progress:bool=False # show a progress bar over pairwise registrations
+        ) -> dict: # {'before', 'after': registration_error dicts, 'result': register's `RegistrationResult`}
+    "Register the built-in sample tile scan, compare with its ground truth, write summary.png and transforms.json."
+    if ndim not in (2, 3): raise ValueError(f"ndim: expected 2 or 3, got {ndim}")
+    from multiview_reg.summary import summary_figures
+    from multiview_reg.io import save_transforms
+    views, before, after, res = _register_sample(ndim, seed, progress)
     outdir = Path(out); outdir.mkdir(parents=True, exist_ok=True)
     png = _figures_to_png(list(summary_figures(res, views).values()), outdir / "summary.png")
     js = save_transforms(views, outdir / "transforms.json", "registered",
