@@ -27,35 +27,41 @@ __all__ = ['WEIGHTS_METHODS', 'FUSION_METHODS', 'fusion_grid', 'blending_ramp', 
            'maximum', 'resample_to_chunk', 'view_support', 'fuse_chunk', 'fuse', 'write_ome_zarr',
            'fuse_before_after_figure', 'fused_overlap_image', 'fuse_cli']
 
-# %% ../nbs/06b_fusion.ipynb #af4d406b
-def _world_bounds(views, transform_key):
+# %% ../nbs/06b_fusion.ipynb #699553e3
+def _meta(v, key=None):
+    "Geometry of a plain view without re-validating it: spatial dims, spacing, origin, shape, and its `key` affines (nt, n+1, n+1)."
+    from multiview_reg.spatial import _spacing_1d
+    sd = tuple(d for d in SPATIAL_DIMS if d in v.dims)
+    m = {"sd": sd, "spacing": np.array([_spacing_1d(v, d) for d in sd]), "shape": np.array([v.sizes[d] for d in sd]),
+         "origin": np.array([float(v.coords[d].values[0]) for d in sd])}
+    if key is not None:
+        x = v.attrs["transforms"][key].transpose(..., "x_in", "x_out")
+        labs = [str(l) for l in x.coords["x_in"].values]
+        idx = [labs.index(l) for l in sd + ("1",)]
+        a = np.asarray(x.values, float)[..., idx, :][..., idx]
+        m["affines"] = a if a.ndim == 3 else a[None]
+    return m
+
+def _world_bounds(metas):
     "World (lo, hi) pixel-edge bounds of each view, over all its time points: two (n, ndim) arrays."
     los, his = [], []
-    for v in views:
-        x = get_affine(v, transform_key, as_xarray=True)
-        ts = range(x.sizes["t"]) if "t" in x.dims else [None]
-        c = np.concatenate([view_corners(v, transform_key, t) for t in ts])
-        los.append(c.min(0)); his.append(c.max(0))
+    for m in metas:
+        c = box_corners(m["origin"] - m["spacing"] / 2, m["origin"] + (m["shape"] - 0.5) * m["spacing"])
+        w = np.concatenate([c @ a[:-1, :-1].T + a[:-1, -1] for a in m["affines"]])
+        los.append(w.min(0)); his.append(w.max(0))
     return np.array(los), np.array(his)
 
-def fusion_grid(views:list, # views or multiscale views carrying `transform_key`
-                transform_key:str, # world coordinate system to fuse in
-                spacing=None, # output pixel size (physical; scalar, sequence or dict by dim); default the finest input spacing
-                box="union", # 'union', 'intersection' of the views' world boxes, or (lo, hi) physical world bounds
-                origin=None, # world coordinate of the first output pixel's centre; with `shape`, fixes the grid
-                shape=None # output pixels per spatial dim; with `origin`, fixes the grid
-               ) -> dict: # {'origin', 'spacing', 'shape'}, each a dict by spatial dim
-    "The output grid of a fusion: spacing, origin (pixel centre) and shape per spatial dim."
-    plain = check_views(views, transform_key, min_views=1, caller="fusion_grid")
-    sd = get_spatial_dims(plain[0])
-    finest = {d: min(get_spacing(v)[d] for v in plain) for d in sd}
+def _grid(metas, spacing, box, origin, shape):
+    "The output grid from view geometries (see `fusion_grid`)."
+    sd = metas[0]["sd"]
+    finest = dict(zip(sd, np.min([m["spacing"] for m in metas], axis=0).tolist()))
     sp = finest if spacing is None else _per_dim(spacing, sd, 1.0, "spacing", positive=True)
     s = np.array([sp[d] for d in sd])
     if origin is not None or shape is not None:
         if origin is None or shape is None: raise ValueError("origin, shape: give both to fix the output grid, or neither")
         sh = _per_dim(shape, sd, 1, "shape", positive=True)
         return {"origin": _per_dim(origin, sd, 0.0, "origin"), "spacing": sp, "shape": {d: int(round(sh[d])) for d in sd}}
-    los, his = _world_bounds(plain, transform_key)
+    los, his = _world_bounds(metas)
     if isinstance(box, str):
         box = check_choice(box, ("union", "intersection"), "box")
         lo, hi = (los.min(0), his.max(0)) if box == "union" else (los.max(0), his.min(0))
@@ -67,6 +73,17 @@ def fusion_grid(views:list, # views or multiscale views carrying `transform_key`
             raise ValueError(f"box: expected (lo, hi) with {len(sd)} values each and hi > lo, got {box!r}")
     n = np.maximum(1, np.ceil((hi - lo) / s - 1e-6)).astype(int)
     return {"origin": dict(zip(sd, map(float, lo + s / 2))), "spacing": sp, "shape": dict(zip(sd, map(int, n)))}
+
+def fusion_grid(views:list, # views or multiscale views carrying `transform_key`
+                transform_key:str, # world coordinate system to fuse in
+                spacing=None, # output pixel size (physical; scalar, sequence or dict by dim); default the finest input spacing
+                box="union", # 'union', 'intersection' of the views' world boxes, or (lo, hi) physical world bounds
+                origin=None, # world coordinate of the first output pixel's centre; with `shape`, fixes the grid
+                shape=None # output pixels per spatial dim; with `origin`, fixes the grid
+               ) -> dict: # {'origin', 'spacing', 'shape'}, each a dict by spatial dim
+    "The output grid of a fusion: spacing, origin (pixel centre) and shape per spatial dim."
+    plain = check_views(views, transform_key, min_views=1, caller="fusion_grid")
+    return _grid([_meta(v, transform_key) for v in plain], spacing, box, origin, shape)
 
 # %% ../nbs/06b_fusion.ipynb #fafc567d
 def blending_ramp(distance, # physical distance inside a view's border (<= 0 outside); array
@@ -144,10 +161,11 @@ content_based_weights.halo = lambda spacing, sigma_1=None, sigma_2=None: float(
 @register_fusion_method("weighted_average")
 def weighted_average(values, weights):
     "Sum of weight x value over the sum of weights; NaN where no view has weight."
-    w = np.where(np.isnan(values), 0, weights).astype(np.float32)
-    num = np.sum(np.where(w > 0, values, 0) * w, axis=0)
-    den = np.sum(w, axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"): return np.where(den > 0, num / den, np.nan).astype(np.float32)
+    ok = ~np.isnan(values)
+    w = np.where(ok, weights, np.float32(0))
+    num = np.sum(np.where(ok, values, np.float32(0)) * w, axis=0, dtype=np.float32)
+    den = np.sum(w, axis=0, dtype=np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"): return num / den  # 0 / 0 = NaN where no view has weight
 
 @register_fusion_method("maximum")
 def maximum(values, weights):
@@ -159,18 +177,27 @@ def maximum(values, weights):
 # %% ../nbs/06b_fusion.ipynb #e9646147
 def _shift_take(a, off, shape):
     "Sample `a` at index + `off` (whole pixels) on an output of `shape`, border values repeated."
-    idx = [np.clip(np.arange(s) + int(o), 0, n - 1) for s, o, n in zip(shape, off, a.shape)]
-    return a[np.ix_(*idx)]
+    for ax, (s, o) in enumerate(zip(shape, off)): a = _take(a, int(o), s, ax)
+    return a
+
+def _take(a, start, size, ax):
+    "`a[start:start + size]` along axis `ax`, border values repeated outside (a view when no index is clipped)."
+    n = a.shape[ax]
+    if 0 <= start and start + size <= n: return a[(slice(None),) * ax + (slice(start, start + size),)]
+    return np.take(a, np.clip(np.arange(start, start + size), 0, n - 1), axis=ax)
 
 def _lerp_shift(a, off, shape):
     "Separable linear interpolation of `a` at index + `off` (unit scale), border values repeated."
     out = a
-    for ax, (s, o, n) in enumerate(zip(shape, off, a.shape)):
-        i0 = np.floor(o); f = np.float32(o - i0)
-        k = np.arange(s) + int(i0)
-        lo, hi = np.take(out, np.clip(k, 0, n - 1), axis=ax), np.take(out, np.clip(k + 1, 0, n - 1), axis=ax)
-        out = lo * (1 - f) + hi * f if f > 1e-7 else lo
+    for ax, (s, o) in enumerate(zip(shape, off)):
+        i0 = int(np.floor(o)); f = np.float32(o - i0)
+        lo = _take(out, i0, s, ax)
+        out = lo + (_take(out, i0 + 1, s, ax) - lo) * f if f > 1e-7 else lo
     return out
+
+def _is_diag(m, tol=1e-12):
+    "True when a small matrix has no off-diagonal entries (within tol)."
+    return float(np.abs(m - np.diag(np.diag(m))).max(initial=0.0)) <= tol
 
 def resample_to_chunk(region, # view pixels (float32), the box the chunk needs
                       matrix, # (ndim+1, ndim+1) output chunk index -> region index
@@ -179,10 +206,10 @@ def resample_to_chunk(region, # view pixels (float32), the box the chunk needs
                      ) -> np.ndarray: # float32 array of `shape`
     "Resample a box of view pixels onto an output chunk (copy, separable or general path)."
     m, off = matrix[:-1, :-1], matrix[:-1, -1]
-    diag = np.allclose(m - np.diag(np.diag(m)), 0, atol=1e-12)
-    unit = diag and np.allclose(np.diag(m), 1, atol=1e-9)
-    if unit and (order == 0 or np.allclose(off, np.round(off), atol=1e-6)):
-        return _shift_take(region, np.round(off), shape).astype(np.float32, copy=False)
+    diag = _is_diag(m)
+    unit = diag and float(np.abs(np.diag(m) - 1).max()) <= 1e-9
+    if unit and (order == 0 or float(np.abs(off - np.round(off)).max()) <= 1e-6):
+        return np.ascontiguousarray(_shift_take(region, np.round(off), shape), dtype=np.float32)
     if unit and order == 1: return _lerp_shift(region, off, shape).astype(np.float32, copy=False)
     return ndimage.affine_transform(region, np.diag(m) if diag else m, off, output_shape=tuple(shape),
                                     order=order, mode="nearest", output=np.float32)
@@ -198,16 +225,15 @@ def view_support(matrix, # (ndim+1, ndim+1) output chunk index -> view index
     "Border-ramp weight of a view on an output chunk (0 where the view does not reach)."
     nd = len(shape)
     lin = matrix[:-1, :-1]
-    diag = np.allclose(lin - np.diag(np.diag(lin)), 0, atol=1e-12)
+    diag = _is_diag(lin)
     k = [np.arange(s, dtype=float).reshape([-1 if j == e else 1 for j in range(nd)]) for e, s in enumerate(shape)]
-    blend, inside = np.float32(1), True
-    for e in range(nd):
+    blend = np.float32(1)
+    for e in range(nd):  # separable when diagonal: 1-D factors, one product at the end
         q = matrix[e, -1] + (lin[e, e] * k[e] if diag else sum(lin[e, j] * k[j] for j in range(nd)))
         d = np.minimum(q + 0.5, view_shape[e] - 0.5 - q) * view_spacing[e]
-        inside = inside & (d > 0)
-        if view_shape[e] > 1: blend = blend * blending_ramp(d, width[e], ramp)
-    w = np.where(inside, np.maximum(blend, np.float32(1e-6)), np.float32(0))
-    return np.broadcast_to(w, tuple(shape)).astype(np.float32)
+        r = blending_ramp(d, width[e], ramp) if view_shape[e] > 1 else np.float32(1)
+        blend = blend * np.where(d > 0, np.maximum(r, np.float32(1e-3)), np.float32(0))  # > 0 exactly where inside
+    return np.ascontiguousarray(np.broadcast_to(blend, tuple(shape)), dtype=np.float32)
 
 # %% ../nbs/06b_fusion.ipynb #c80268b5
 def _view_on_chunk(v, chunks, shape, order, ramp):
@@ -245,8 +271,8 @@ def fuse_chunk(spec:dict, # the chunk's plan, made by `fuse`
     blend = np.zeros((n,) + shape, np.float32)
     for i, (v, chunks) in enumerate(zip(spec["views"], inputs)):
         vals[i], blend[i] = _view_on_chunk(v, chunks, shape, spec["order"], spec["ramp"])
-    w = spec["weights"](vals, blend, spacing=spec["spacing"], **spec["weights_kwargs"])
-    w = np.where(np.isnan(vals), 0, np.asarray(w, np.float32))
+    w = np.asarray(spec["weights"](vals, blend, spacing=spec["spacing"], **spec["weights_kwargs"]), np.float32)
+    w[blend == 0] = 0  # no data, no weight (vals is NaN exactly there)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = spec["fusion"](vals, w, **spec["fusion_kwargs"])[spec["crop"]]
     return _cast(out, spec["dtype"], spec["fill_value"]).reshape(spec["out_shape"])
@@ -279,11 +305,14 @@ def _index_ranges(q, starts, sizes):
         qmin.append(lo); qmax.append(hi)
     return qmin, qmax
 
-# %% ../nbs/06b_fusion.ipynb #9fbaedc2
-def _dask_data(v):
+# %% ../nbs/06b_fusion.ipynb #33f4c4e3
+def _dask_data(v, cache:dict=None):
     "The view's data as a dask array (numpy wrapped in chunks of at most 256 pixels per spatial dim)."
     if isinstance(v.data, da.Array): return v.data
-    return da.from_array(v.data, chunks=tuple(1 if d in ("t", "c") else 256 for d in v.dims))
+    if cache is not None and id(v.data) in cache: return cache[id(v.data)][1]
+    out = da.from_array(v.data, chunks=tuple(1 if d in ("t", "c") else 256 for d in v.dims))
+    if cache is not None: cache[id(v.data)] = (v.data, out)  # keeps the array alive while its id is a key
+    return out
 
 def _parts(arr, bounds, dims, sd, lo, hi, fixed):
     "Keys of the input chunks covering the pixel box [lo, hi] (at the fixed t/c indices), and how to paste them."
@@ -319,16 +348,15 @@ def _lead(plain):
         out[d] = np.asarray(cs[0])
     return out
 
-def _view_geometry(view, key, ti, grid_w, s_out, level_view=None):
-    "(level view, output index -> view index matrix) of one view at time index ti."
-    x = get_affine(view, key, as_xarray=True)
-    a = get_affine(view, key, t=ti) if "t" in x.dims else get_affine(view, key)
-    v = level_view if level_view is not None else _level_for(view, a, s_out)
-    p = affine_from_linear(np.diag(get_spacing(v, True)), get_origin(v, True))
-    return v, np.linalg.inv(p) @ np.linalg.inv(a) @ grid_w
+def _view_geometry(view, meta, ti, grid_w, s_out, level=None):
+    "(level view, its geometry, output index -> view index matrix) of one view at time index ti."
+    a = meta["affines"][ti if len(meta["affines"]) > 1 else 0]
+    lv, lm = level if level is not None else (lambda v: (v, _meta(v)))(_level_for(view, a, s_out))
+    p = affine_from_linear(np.diag(lm["spacing"]), lm["origin"])
+    return (lv, lm), np.linalg.inv(p) @ np.linalg.inv(a) @ grid_w
 
-# %% ../nbs/06b_fusion.ipynb #d233c83f
-def _fusion_layer(views, key, grid, chunks, lead, halo, common, name):
+# %% ../nbs/06b_fusion.ipynb #17c8c16d
+def _fusion_layer(views, metas, grid, chunks, lead, halo, common, name, cache=None):
     "The task graph of a fusion: {key: task}, its input arrays, and the largest task's memory estimate (bytes)."
     sd = tuple(grid["spacing"]); nd = len(sd)
     s_out = np.array([grid["spacing"][d] for d in sd])
@@ -340,27 +368,27 @@ def _fusion_layer(views, key, grid, chunks, lead, halo, common, name):
     for ti in range(nt):
         geo = []
         for i, vw in enumerate(views):
-            lv, q = _view_geometry(vw, key, ti if "t" in lead else None, grid_w, s_out, levels[i])
-            levels[i] = lv
-            arr = deps.setdefault(i, _dask_data(lv))
-            n = get_shape(lv, True)
+            levels[i], q = _view_geometry(vw, metas[i], ti, grid_w, s_out, levels[i])
+            lv, lm = levels[i]
+            arr = deps.setdefault(i, _dask_data(lv, cache))
+            n = lm["shape"]
             qmin, qmax = _index_ranges(q, starts, sizes)
             reach = np.all([(hi > -0.5) & (lo < m - 0.5) for lo, hi, m in zip(qmin, qmax, n)], axis=0)
-            geo.append((lv, q, arr, [np.cumsum((0,) + c) for c in arr.chunks], n, qmin, qmax, reach))
+            geo.append((lv, lm, q, arr, [np.cumsum((0,) + c) for c in arr.chunks], n, qmin, qmax, reach))
         for b in np.ndindex(*[len(c) for c in chunks]):
             shape = tuple(int(sz[j]) for sz, j in zip(sizes, b))
             start = np.array([st[j] for st, j in zip(starts, b)], float)
             for ci in range(nc):
                 fixed = {**({"t": ti} if "t" in lead else {}), **({"c": ci} if "c" in lead else {})}
                 vspecs, inputs, nbytes = [], [], 0
-                for lv, q, arr, bounds, n, qmin, qmax, reach in geo:
+                for lv, lm, q, arr, bounds, n, qmin, qmax, reach in geo:
                     if not reach[b]: continue
                     lo = np.array([np.clip(np.floor(qmin[d][b]) - _PAD[common["order"]], 0, n[d] - 1) for d in range(nd)], int)
                     hi = np.array([np.clip(np.ceil(qmax[d][b]) + _PAD[common["order"]], 0, n[d] - 1) for d in range(nd)], int)
                     keys, parts = _parts(arr, bounds, lv.dims, sd, lo, hi, fixed)
                     vspecs.append({"box": tuple(hi - lo + 1), "parts": parts, "lo": lo, "float": np.issubdtype(arr.dtype, np.floating),
                                    "matrix": affine_from_translation(-lo) @ q @ affine_from_translation(start),
-                                   "view_shape": n, "view_spacing": get_spacing(lv, True), "width": common["width"]})
+                                   "view_shape": n, "view_spacing": lm["spacing"], "width": common["width"]})
                     inputs.append(keys); nbytes += 4 * int(np.prod(hi - lo + 1))
                 out_shape = (1,) * len(lead) + tuple(int(c[j]) for c, j in zip(chunks, b))
                 k = (name,) + tuple(i for i, d in zip((ti, ci), ("t", "c")) if d in lead) + b
@@ -402,7 +430,8 @@ def fuse(views:list, # views or multiscale views (DataTree), dims a subset of (t
     check_kwargs(wfn, weights_kwargs, "weights_kwargs", skip=("values", "blend", "spacing"))
     check_kwargs(ffn, fusion_kwargs, "fusion_kwargs", skip=("values", "weights"))
     ramp = check_choice(ramp, ("cosine", "linear"), "ramp")
-    grid = fusion_grid(views, transform_key, spacing, box, origin, shape)
+    metas = [_meta(v, transform_key) for v in plain]
+    grid = _grid(metas, spacing, box, origin, shape)
     sd = tuple(grid["spacing"]); s = np.array([grid["spacing"][d] for d in sd])
     width = 10 * s if blending_width is None else np.array(list(_per_dim(blending_width, sd, 0, "blending_width").values()))
     lead = _lead(plain)
@@ -415,10 +444,11 @@ def fuse(views:list, # views or multiscale views (DataTree), dims a subset of (t
     common = {"order": int(order), "ramp": ramp, "width": width, "spacing": tuple(s), "weights": wfn, "fusion": ffn,
               "weights_kwargs": dict(weights_kwargs or {}), "fusion_kwargs": dict(fusion_kwargs or {}),
               "dtype": out_dtype, "fill_value": fill_value}
-    name = "fuse-" + dask.base.tokenize([getattr(_dask_data(as_view(v)), "name", None) for v in views], transform_key,
+    cache = {}
+    name = "fuse-" + dask.base.tokenize([_dask_data(v, cache).name for v in plain], [m["affines"] for m in metas],
                                         grid, chunks_sp, halo, {k: v for k, v in common.items() if k not in ("weights", "fusion")},
                                         getattr(wfn, "__qualname__", wfn), getattr(ffn, "__qualname__", ffn))
-    layer, deps, peak = _fusion_layer(views, transform_key, grid, chunks_sp, lead, halo, common, name)
+    layer, deps, peak = _fusion_layer(views, metas, grid, chunks_sp, lead, halo, common, name, cache)
     arr = da.Array(HighLevelGraph.from_collections(name, layer, dependencies=deps), name,
                    chunks=tuple((1,) * len(lead[d]) for d in lead) + chunks_sp, dtype=out_dtype,
                    meta=np.empty((0,) * (len(lead) + len(sd)), out_dtype))
@@ -573,8 +603,7 @@ def write_ome_zarr(image, # a view (e.g. from `fuse`), numpy or dask; dims a sub
 # %% ../nbs/06b_fusion.ipynb #b3a2831f
 def _corner_box(views, key, size):
     "A world box of `size` (physical) around the corner shared by the most views, near the mosaic's centre."
-    plain = [as_view(v) for v in views]
-    los, his = _world_bounds(plain, key)
+    los, his = _world_bounds([_meta(as_view(v), key) for v in views])
     centre = (los.min(0) + his.max(0)) / 2
     corners = np.concatenate([los, his])
     c = corners[np.argmin(np.linalg.norm(corners - centre, axis=1))]
@@ -617,7 +646,7 @@ def fused_overlap_image(views:list, # views (or multiscale views)
     for a, nm in ((i, "i"), (j, "j")):
         if not isinstance(a, (int, np.integer)) or not 0 <= a < n: raise ValueError(f"{nm}: expected a view index in 0..{n - 1}, got {a!r}")
     pair = [views[i], views[j]]
-    los, his = _world_bounds([as_view(v) for v in pair], transform_key)
+    los, his = _world_bounds([_meta(as_view(v), transform_key) for v in pair])
     lo, hi = los.max(0) - margin, his.min(0) + margin
     if np.any(hi <= lo): raise ValueError(f"i, j: views {i} and {j} do not overlap in {transform_key!r}")
     return fuse(pair, transform_key, box=(lo, hi), **kwargs).compute()
