@@ -8,71 +8,10 @@ Docs: https://multiview-reg.github.io/multiview_reg/cli.html.md"""
 from __future__ import annotations
 import argparse
 import sys
-import time
-from pathlib import Path
-import numpy as np
+from .demo import demo  # the `demo` subcommand (09d_demo)
 
 # %% auto #0
-__all__ = ['demo', 'register_files', 'main']
-
-# %% ../nbs/10_cli.ipynb #c5de694b
-def _figures_to_png(figs:list, # matplotlib Figures
-                    path, # output PNG
-                    ncols:int=2, # figures per row
-                    dpi:int=80):
-    "Render several figures side by side into one PNG (written atomically)."
-    import os, tempfile
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    imgs = []
-    for f in figs:
-        canvas = FigureCanvasAgg(f); f.set_dpi(dpi); canvas.draw()
-        imgs.append(np.asarray(canvas.buffer_rgba()))
-    nrows = -(-len(imgs) // ncols)
-    h = max(i.shape[0] for i in imgs); w = max(i.shape[1] for i in imgs)
-    out = Figure(figsize=(ncols * w / dpi, nrows * h / dpi), dpi=dpi)
-    for k, im in enumerate(imgs):
-        ax = out.add_subplot(nrows, ncols, k + 1); ax.imshow(im); ax.axis("off")
-    out.subplots_adjust(0, 0, 1, 1, 0, 0)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png"); os.close(fd)
-    FigureCanvasAgg(out).print_png(tmp)
-    os.replace(tmp, path)
-    return path
-
-def _summary_png(res, views, path):
-    "summary.png: the four figures of `summary.summary_figures`."
-    from multiview_reg.summary import summary_figures
-    return _figures_to_png(list(summary_figures(res, views).values()), path)
-
-# %% ../nbs/10_cli.ipynb #8bb0d202
-def demo(ndim:int=2, # 2 or 3 spatial dims
-         out:str="demo_out", # output folder (created)
-         seed:int=0, # dataset seed
-         progress:bool=False # show a progress bar over pairwise registrations
-        ) -> dict: # {'before', 'after': registration_error dicts, 'result': register's `RegistrationResult`}
-    "Register the built-in sample tile scan, compare with its ground truth, write summary.png and transforms.json."
-    import matplotlib; matplotlib.use("Agg")
-    from multiview_reg.data import tiled_dataset, registration_error
-    from multiview_reg.register import register
-    from multiview_reg.io import save_transforms
-    if ndim not in (2, 3): raise ValueError(f"ndim: expected 2 or 3, got {ndim}")
-    views, truth = tiled_dataset(ndim=ndim, seed=seed)
-    shape = "x".join(str(s) for s in views[0].shape)
-    print(f"sample data: {len(views)} tiles of {shape} pixels ({ndim}D), stage positions off by a few pixels")
-    before = registration_error(views, "stage", truth)
-    t0 = time.perf_counter()
-    res = register(views, "stage", new_transform_key="registered", return_dict=True, progress=progress)
-    after = registration_error(views, "registered", truth)
-    print(f"error against the ground truth, before: mean {before['mean_px']:.2f} px, max {before['max_px']:.2f} px")
-    print(f"                                 after: mean {after['mean_px']:.3f} px, max {after['max_px']:.3f} px "
-          f"(register took {time.perf_counter() - t0:.1f} s)")
-    outdir = Path(out); outdir.mkdir(parents=True, exist_ok=True)
-    png = _summary_png(res, views, outdir / "summary.png")
-    js = save_transforms(views, outdir / "transforms.json", "registered",
-                         qualities=[res.view_quality[i] for i in range(len(views))])
-    print(f"wrote {png} and {js}")
-    return {"before": before, "after": after, "result": res}
+__all__ = ['register_files', 'main']
 
 # %% ../nbs/10_cli.ipynb #94ab7de3
 class _InputError(Exception): "A problem with the command's input: reported in one line, exit code 2."
@@ -109,7 +48,7 @@ def register_files(tiles:list, # TIFF files, a folder of TIFFs, or OME-Zarr imag
     save_transforms(views, out, "registered", qualities=[res.view_quality[i] for i in range(len(views))])
     return res
 
-# %% ../nbs/10_cli.ipynb #a201032b
+# %% ../nbs/10_cli.ipynb #550e8cf5
 _EPILOG = """examples:
   multiview-reg demo --out demo_out
       register the built-in sample tiles; prints the error against the truth, writes summary.png, transforms.json
@@ -121,6 +60,7 @@ _EPILOG = """examples:
 
 Run 'multiview-reg COMMAND --help' for the options of a command."""
 
+# %% ../nbs/10_cli.ipynb #14c17628
 def _parser():
     p = argparse.ArgumentParser(prog="multiview-reg", formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Register overlapping microscopy views (2D/3D tiles, multi-angle views) "
@@ -154,6 +94,7 @@ def _parser():
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
+# %% ../nbs/10_cli.ipynb #e4bb725c
 def main(argv=None):
     "The `multiview-reg` console script."
     args = _parser().parse_args(argv)

@@ -6,11 +6,8 @@ Docs: https://multiview-reg.github.io/multiview_reg/register.html.md"""
 
 # %% ../nbs/06_register.ipynb #2ac9408f
 from __future__ import annotations
-import inspect
 import numbers
-import os
 import pickle
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -24,32 +21,18 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .spatial import *
 from .graph import build_overlap_graph, plot_overlap_graph
-from .pruning import prune
+from .pruning import prune, PRUNING_METHODS
 from .pairwise import register_edge, get_pairwise_method, _affine_at, _check_func_kwargs
-from .resolvers import resolve, RESOLVERS, _unknown_kwargs
+from .resolvers import resolve, RESOLVERS
+from .core import check_kwargs, atomic_write
 from .scale import plan_registration
-import multiview_reg.markers  # registers the "markers" pairwise method (bead correspondences)
 
 # %% auto #0
 __all__ = ['check_inputs', 'check_methods', 'squeeze_z', 'plan_pairwise', 'registration_graph', 'pairwise_cache',
            'register_pairs', 'filter_links', 'resolve_links', 'place_unlinked', 'edge_residuals', 'corrections',
            'RegistrationResult', 'build_result', 'register', 'register_within_memory']
 
-# %% ../nbs/06_register.ipynb #0e276f28
-def _check_views(views, transform_key):
-    "Validate the list of views and the transform key; return the plain (level-0) views."
-    if not isinstance(views, (list, tuple)):
-        raise TypeError(f"views: expected a list of views, got {type(views).__name__}")
-    if len(views) < 2: raise ValueError(f"views: register needs at least two views, got {len(views)}")
-    plain = [as_view(v) for v in views]
-    dims = {get_spatial_dims(v) for v in plain}
-    if len(dims) > 1: raise ValueError(f"views: all views need the same spatial dims, got {sorted(dims)}")
-    lacking = [i for i, v in enumerate(plain) if transform_key not in get_transform_keys(v)]
-    if lacking: raise KeyError(f"transform_key: {transform_key!r} is missing from views {lacking[:10]}")
-    nts = {int(v.sizes["t"]) if "t" in v.dims else 1 for v in plain}
-    if len(nts) > 1: raise ValueError(f"views: all views need the same number of time points, got {sorted(nts)}")
-    return plain
-
+# %% ../nbs/06_register.ipynb #39563ddc
 def _channel_index(plain, reg_channel, reg_channel_index):
     "Which channel to register: by name, by index, or the only one."
     if "c" not in plain[0].dims:
@@ -69,6 +52,7 @@ def _channel_index(plain, reg_channel, reg_channel_index):
                          "(name) or reg_channel_index= (index)")
     return 0
 
+# %% ../nbs/06_register.ipynb #724827ec
 def check_inputs(views:list, # views or multiscale views, as for `register`
                  transform_key:str, # the transforms that place the views
                  new_transform_key:str=None, # the key to store the result under, or None
@@ -79,7 +63,7 @@ def check_inputs(views:list, # views or multiscale views, as for `register`
     "Validate the views, keys and channel from metadata only; return the plain views and the channel index."
     if not isinstance(transform_key, str):
         raise TypeError(f"transform_key: expected the name of a transform (a string), got {type(transform_key).__name__}")
-    plain = _check_views(views, transform_key)
+    plain = check_views(views, transform_key, caller="register")
     if new_transform_key is not None and not isinstance(new_transform_key, str):
         raise TypeError(f"new_transform_key: expected a string, got {type(new_transform_key).__name__}")
     if points_key is not None:
@@ -92,19 +76,20 @@ def check_methods(pairwise_reg_func="phase_correlation", # as for `register`
                   pairwise_reg_func_kwargs:dict=None, # as for `register`
                   groupwise_resolution_method:str="global_optimization", # as for `register`
                   groupwise_resolution_kwargs:dict=None, # as for `register`
-                  post_registration_quality_threshold:float=0.2 # as for `register`
+                  post_registration_quality_threshold:float=0.2, # as for `register`
+                  pre_registration_pruning_method="alternating_pattern", # as for `register`
+                  pre_reg_pruning_method_kwargs:dict=None # as for `register`
                  ):
     "Unknown method names, arguments the methods do not take, or a bad threshold fail now, not after the pairwise step."
     thr = post_registration_quality_threshold
     if isinstance(thr, bool) or not isinstance(thr, numbers.Real) or not 0 <= thr <= 1:
         raise ValueError(f"post_registration_quality_threshold: expected a number in [0, 1], got {thr!r}")
     _check_func_kwargs(get_pairwise_method(pairwise_reg_func), pairwise_reg_func_kwargs)
-    m = groupwise_resolution_method
-    if m not in RESOLVERS: raise ValueError(f"groupwise_resolution_method: unknown resolver {m!r}; known: {sorted(RESOLVERS)}")
-    bad = _unknown_kwargs(RESOLVERS[m], groupwise_resolution_kwargs or {})
-    if bad:
-        ok = sorted(set(inspect.signature(RESOLVERS[m]).parameters) - {"graph", "reference_view"})
-        raise TypeError(f"groupwise_resolution_kwargs: resolver {m!r} takes no argument(s) {bad}; it accepts {ok}")
+    resolver = RESOLVERS.get(groupwise_resolution_method, arg="groupwise_resolution_method")
+    check_kwargs(resolver, groupwise_resolution_kwargs, "groupwise_resolution_kwargs", skip=("graph", "reference_view"))
+    if pre_registration_pruning_method is not None:
+        pruner = PRUNING_METHODS.get(pre_registration_pruning_method, arg="pre_registration_pruning_method")
+        check_kwargs(pruner, pre_reg_pruning_method_kwargs, "pre_reg_pruning_method_kwargs", skip=("graph",))
 
 # %% ../nbs/06_register.ipynb #184da319
 def squeeze_z(views:list, # views or multiscale views
@@ -151,13 +136,6 @@ def plan_pairwise(views:list, # views or multiscale views, as for `register`
                 registration_binning=b, n_parallel=n_parallel_pairwise_regs, max_pixels=max_pixels, plan=plan)
 
 # %% ../nbs/06_register.ipynb #c667bb31
-def _pruning_method(graph, method, kwargs):
-    "The pruning method to run: the default 'alternating_pattern' becomes None on a complete overlap graph."
-    n = graph.number_of_nodes()
-    if method == "alternating_pattern" and not kwargs and n >= 3 and graph.number_of_edges() == n * (n - 1) // 2:
-        return None
-    return method
-
 def registration_graph(views:list, # the views to register (as from `plan_pairwise`)
                        transform_key:str, # the transforms that place the views
                        t:int=None, # time index (None: views without a t dim)
@@ -168,10 +146,11 @@ def registration_graph(views:list, # the views to register (as from `plan_pairwi
                       ) -> tuple: # (overlap graph, pruned graph: the edges to register, pruning method that ran)
     "The overlap graph of one time point and its pruned copy, whose edges are the pairs to register."
     g = build_overlap_graph(views, transform_key, pairs=pairs, overlap_tolerance=overlap_tolerance, t=t)
-    method = _pruning_method(g, pruning_method, pruning_kwargs)
-    return g, prune(g, method, **(pruning_kwargs or {})), method
+    method = "auto" if pruning_method == "alternating_pattern" and not pruning_kwargs else pruning_method
+    gp = prune(g, method, **(pruning_kwargs or {}))
+    return g, gp, gp.graph.get("auto") if method == "auto" else method
 
-# %% ../nbs/06_register.ipynb #bbd28c1f
+# %% ../nbs/06_register.ipynb #4171230a
 _CACHE_VERSION = 1  # bump when the content of a cached result changes
 
 def _func_identity(f):
@@ -193,6 +172,7 @@ def _view_token(view, transform_key):
                       get_affine(v, transform_key, as_xarray=True).transpose(..., "x_in", "x_out").values))
     return tokenize(parts)
 
+# %% ../nbs/06_register.ipynb #3f3a1a75
 def _edge_cache_file(cache_dir, tokens, u, v, t, kw, points):
     "The cache file of one edge: a hash of the views' identity, the edge, the time index and every parameter."
     from dask.base import tokenize
@@ -201,16 +181,10 @@ def _edge_cache_file(cache_dir, tokens, u, v, t, kw, points):
     key = tokenize(_CACHE_VERSION, __version__, tokens[u], tokens[v], u, v, t, kw_id, points)
     return Path(cache_dir) / f"edge_{u}_{v}_{key}.pkl"
 
+# %% ../nbs/06_register.ipynb #b3a864b5
 def _cache_write(path, res):
-    "Write one result atomically: a temporary file in the same folder, then os.replace."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh: pickle.dump(res, fh, protocol=4)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
+    "Write one result atomically (`core.atomic_write`: a reader never sees half a file)."
+    atomic_write(path, pickle.dumps(res, protocol=4))
 
 def _cache_read(path):
     "A cached result, or None when there is none (or it cannot be read)."
@@ -218,6 +192,7 @@ def _cache_read(path):
         with open(path, "rb") as fh: return pickle.load(fh)
     except (FileNotFoundError, EOFError, pickle.UnpicklingError): return None
 
+# %% ../nbs/06_register.ipynb #0f3c917b
 def pairwise_cache(views:list, # the views to register
                    transform_key:str, # the transforms that place them
                    cache_dir=None # folder for per-pair results (created if missing), or None
@@ -227,7 +202,7 @@ def pairwise_cache(views:list, # the views to register
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     return {"dir": Path(cache_dir), "tokens": [_view_token(v, transform_key) for v in views]}
 
-# %% ../nbs/06_register.ipynb #4a58830d
+# %% ../nbs/06_register.ipynb #08fd800f
 class _PointsPairwise:
     "A pairwise function with the two views' point sets bound, the moving ones moved into the moving crop's frame."
     def __init__(self, func, fixed_points, moving_points, m_view):
@@ -250,6 +225,7 @@ def _edge_points(pair, t, kw, points_key, prefilter):
     tf, tm = (_affine_at(as_view(v), kw["transform_key"], t) for v in pair)
     return fp, mp, invert_affine(tm) @ tf
 
+# %% ../nbs/06_register.ipynb #1494a694
 def _edge_task(pair, u, v, kw, points=None, cache_file=None):
     "Register the edge (u, v) given only its two views (u < v); return the result keyed by the real indices."
     if points is not None:
@@ -260,6 +236,7 @@ def _edge_task(pair, u, v, kw, points=None, cache_file=None):
     if cache_file is not None: _cache_write(cache_file, res)
     return res
 
+# %% ../nbs/06_register.ipynb #14c8e356
 def _active_client():
     "The distributed client that dask would use now, if any."
     try:
@@ -268,6 +245,7 @@ def _active_client():
     except (ImportError, ValueError): return None
     return c if dask.config.get("scheduler", None) in (None, "dask.distributed", "distributed") else None
 
+# %% ../nbs/06_register.ipynb #e4b9a3f3
 def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_files=None):
     "Run register_edge for every edge under the active dask scheduler; results in edge order (cached ones reused)."
     out = [None] * len(edges)
@@ -326,7 +304,7 @@ def register_pairs(views:list, # the views to register (as from `plan_pairwise`)
     for r in results: graph.edges[r["fixed"], r["moving"]].update(r)
     return results, n_cached
 
-# %% ../nbs/06_register.ipynb #eee26a77
+# %% ../nbs/06_register.ipynb #d374bf05
 def _link_floor(qualities, min_link_quality):
     "The quality below which a link is noise: 'auto' = min(0.25, 0.25 x median quality)."
     if min_link_quality is None: return 0.0
@@ -337,6 +315,7 @@ def _link_floor(qualities, min_link_quality):
         raise ValueError(f"min_link_quality: expected 'auto', None or a number in [0, 1], got {min_link_quality!r}")
     return float(min_link_quality)
 
+# %% ../nbs/06_register.ipynb #7a4ef53d
 def _quality_filter(graph, threshold, do_filter, floor=0.0):
     "Drop noise links (quality <= floor, may disconnect), then low-quality links without splitting components."
     g = graph.copy()
@@ -356,6 +335,7 @@ def _quality_filter(graph, threshold, do_filter, floor=0.0):
                       f"so as not to disconnect the graph: {kept_back[:10]}", stacklevel=3)
     return h, kept_back
 
+# %% ../nbs/06_register.ipynb #86060fde
 def filter_links(graph:nx.Graph, # the registered graph (pairwise results on its edges)
                  results:list, # the pairwise results (for the noise floor)
                  min_link_quality="auto", # as for `register`
@@ -388,7 +368,7 @@ def resolve_links(graph:nx.Graph, # the links to use (from `filter_links`)
     for w in caught: warnings.warn(w.message, stacklevel=2)
     return params, info, [str(w.message) for w in caught]
 
-# %% ../nbs/06_register.ipynb #07132c08
+# %% ../nbs/06_register.ipynb #d5e1ca72
 def _report_unlinked(graph, used, t=None):
     "Views that had links but none usable, and the warning (raised and returned) that names them."
     unlinked = [n for n in used.nodes if used.degree(n) == 0 and graph.degree(n) > 0]
@@ -399,6 +379,7 @@ def _report_unlinked(graph, used, t=None):
     warnings.warn(msg, stacklevel=3)
     return unlinked, [msg]
 
+# %% ../nbs/06_register.ipynb #65f53fd3
 def place_unlinked(graph:nx.Graph, # the overlap graph (edge attribute `overlap`)
                    params:dict, # {view: correction} from the resolver
                    unlinked:list # views without a usable link
@@ -430,12 +411,13 @@ def edge_residuals(graph:nx.Graph, # the registered graph (pairwise results on i
         out[(min(u, v), max(u, v))] = float(np.sqrt(np.mean(np.sum(diff ** 2, 1))))
     return out
 
-# %% ../nbs/06_register.ipynb #732673a0
+# %% ../nbs/06_register.ipynb #a3358566
 def _embed_z(g2):
     "A 2D (y, x) correction as a 3D one that leaves z alone."
     g3 = np.eye(4); g3[1:, 1:] = g2
     return g3
 
+# %% ../nbs/06_register.ipynb #4e3e310f
 def corrections(views:list, # the views as given to `register`
                 per_time:list, # one {view: correction} per time point
                 as2d:bool=False, # True if single-plane 3D views were registered as 2D
@@ -516,7 +498,7 @@ def from_dict(cls:RegistrationResult, d:dict # register()'s dict, this layout or
                d.get("timing", {}), list(d.get("warnings", [])), d["transform_key"], d.get("new_transform_key"),
                d.get("memory_plan"), d.get("pruning_method", {}), d.get("n_cached_pairs", 0))
 
-# %% ../nbs/06_register.ipynb #a013f9aa
+# %% ../nbs/06_register.ipynb #87580ba1
 @patch
 def __repr__(self:RegistrationResult):
     n_links = sum(len(s) for s in self.link_status.values()) or sum(g.number_of_edges() for g in self.graphs.values())
@@ -524,6 +506,7 @@ def __repr__(self:RegistrationResult):
     return (f"RegistrationResult({len(self.params)} views, {len(self.graphs)} time point(s), {n_links} links registered, "
             f"{n_used} used, {len(self.warnings)} warning(s))")
 
+# %% ../nbs/06_register.ipynb #9c7e553b
 @patch
 def _repr_markdown_(self:RegistrationResult, max_rows:int=30):
     "A compact table: one row per registered link (the first `max_rows`), then the warnings."
@@ -606,7 +589,7 @@ def register(views:list, # views (xarray.DataArray) or multiscale views (DataTre
     t0 = time.perf_counter()
     plain, cidx = check_inputs(views, transform_key, new_transform_key, reg_channel, reg_channel_index, points_key)
     check_methods(pairwise_reg_func, pairwise_reg_func_kwargs, groupwise_resolution_method, groupwise_resolution_kwargs,
-                  post_registration_quality_threshold)
+                  post_registration_quality_threshold, pre_registration_pruning_method, pre_reg_pruning_method_kwargs)
     setup = plan_pairwise(views, transform_key, max_memory, reg_res_level, registration_binning, n_parallel_pairwise_regs,
                           max_pixels, overlap_tolerance=overlap_tolerance, pairs=pairs,
                           pre_registration_pruning_method=pre_registration_pruning_method,

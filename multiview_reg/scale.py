@@ -35,7 +35,7 @@ def parse_memory(max_memory # bytes (int/float) or a string such as "2GB", "1.5 
     if not np.isfinite(value) or value <= 0: raise ValueError(f"max_memory: expected a positive size, got {max_memory!r}")
     return int(value)
 
-# %% ../nbs/13_scale.ipynb #80d7371d
+# %% ../nbs/13_scale.ipynb #a82ff399
 def _level_view(view, level):
     "Plain view of pyramid `level` (level 0 of a plain view)."
     if is_multiscale(view): return as_view(view, level)
@@ -48,6 +48,7 @@ def _cell_range(lo, hi, origin, spacing, shape):
     i1 = np.ceil((hi - origin) / spacing - 0.5 - 1e-6).astype(int)
     return np.clip(i0, 0, shape - 1), np.clip(i1, 0, shape - 1)
 
+# %% ../nbs/13_scale.ipynb #ace74964
 def overlap_read_boxes(view_fixed, # fixed view (plain or multiscale)
                        view_moving, # moving view
                        transform_key:str, # transforms that place both views in one world
@@ -61,6 +62,7 @@ def overlap_read_boxes(view_fixed, # fixed view (plain or multiscale)
     return _read_boxes(reg.vertices, _geometry(view_fixed, level, transform_key, t),
                        _geometry(view_moving, level, transform_key, t))
 
+# %% ../nbs/13_scale.ipynb #28479394
 def _geometry(view, level, transform_key, t):
     "What the read boxes need of a view's level: affine, spacing, origin, shape (arrays in z, y, x order)."
     v = _level_view(view, level)
@@ -85,6 +87,7 @@ def _read_boxes(vertices, gf, gm):
     m1 = np.clip(np.ceil((corners.max(0) - og_m) / sp_m).astype(int) + 2, 0, sh_m - 1)
     return (f0, f1), (m0, m1)
 
+# %% ../nbs/13_scale.ipynb #d46772d9
 def chunks_touched(view, # a view (plain or multiscale)
                    box, # (i0, i1) inclusive pixel index range per spatial dim, at `level`
                    level:int=0 # pyramid level
@@ -113,7 +116,7 @@ def pairwise_task_memory(chunk_bytes:int, # bytes of all chunks read for the tas
     "Peak memory of one pairwise task by the model `2 C + 4 N [binning] + 4 N [resampling] + B P`."
     return int(2 * chunk_bytes + 4 * read_pixels * (int(binned) + int(resampled)) + bytes_per_crop_pixel * crop_pixels)
 
-# %% ../nbs/13_scale.ipynb #c611bce4
+# %% ../nbs/13_scale.ipynb #635aefff
 class MemoryPlan(dict):
     "`register()` arguments chosen from a memory budget (a dict); `.details` holds the per-level numbers."
     def __init__(self, kwargs, details):
@@ -127,6 +130,7 @@ class MemoryPlan(dict):
                 f"largest task {d['max_task_bytes'] / 1e6:.1f} MB, full-resolution data {d['full_bytes'] / 1e9:.2f} GB\n\n"
                 "| level | largest crop (px) | binning | largest task (MB) | all reads (MB) |\n|---|---|---|---|---|\n" + rows)
 
+# %% ../nbs/13_scale.ipynb #09b41ea1
 def _active_threads():
     "Total threads of the active distributed client, or None."
     try:
@@ -144,6 +148,7 @@ def _binning_for(shapes, max_pixels):
         worst = shapes[int(np.argmax(n))]
         b[int(np.argmax(worst / b))] *= 2
 
+# %% ../nbs/13_scale.ipynb #538f302f
 def _chunk_bytes(v, box):
     "Bytes of the chunks of array view `v` that intersect a pixel box (the crop's own bytes for in-memory data)."
     item = np.dtype(v.dtype).itemsize
@@ -161,6 +166,7 @@ def _chunk_bytes(v, box):
         else: n *= int(sizes[0])  # one time point / channel is read, in its whole chunk
     return n
 
+# %% ../nbs/13_scale.ipynb #d410f3ce
 def _level_stats(views, regions, transform_key, level, max_pixels, t):
     "Per-level numbers: largest crop, one binning for all crops, task memory per edge, total chunk bytes read."
     geo = {}
@@ -182,6 +188,7 @@ def _level_stats(views, regions, transform_key, level, max_pixels, t):
     return {"level": level, "max_crop_shape": tuple(int(x) for x in big), "binning": tuple(int(x) for x in b),
             "max_task_bytes": int(max(tasks)), "read_bytes": int(read), "task_bytes": tasks}
 
+# %% ../nbs/13_scale.ipynb #1e1f1994
 def plan_registration(views:list, # views or multiscale views (DataTree), as for `register`
                       transform_key:str, # transforms that place the views in one world
                       max_memory="2GB", # memory the pairwise step may use on top of the interpreter: bytes or '2GB'
@@ -201,10 +208,7 @@ def plan_registration(views:list, # views or multiscale views (DataTree), as for
         raise ValueError(f"n_threads: expected a positive integer or None, got {n_threads!r}")
     g = build_overlap_graph(views, transform_key, pairs=pairs, overlap_tolerance=overlap_tolerance, t=t)
     method, pkw = pre_registration_pruning_method, pre_reg_pruning_method_kwargs or {}
-    n = g.number_of_nodes()
-    if method == "alternating_pattern" and not pkw and n >= 3 and g.number_of_edges() == n * (n - 1) // 2:
-        method = None  # as register(): no checkerboard pruning of a complete overlap graph
-    g = prune(g, method, **pkw)
+    g = prune(g, "auto" if method == "alternating_pattern" and not pkw else method, **pkw)  # as register()
     edges = sorted((min(e), max(e)) for e in g.edges)
     regions = {}
     for u, v in edges:

@@ -57,7 +57,7 @@ def edge_table(result, # `register(..., return_dict=True)`'s `RegistrationResult
                          "shift_px": float(np.linalg.norm(sp)) if np.all(np.isfinite(sp)) else np.nan})
     return pd.DataFrame(rows, columns=["t", "fixed", "moving", "quality", "residual", "used", "overlap", "shift_px"])
 
-# %% ../nbs/07_summary.ipynb #d6ff30cb
+# %% ../nbs/07_summary.ipynb #2fae8355
 def _correction(result, i, t, nd):
     "The world correction G_i of view i at time index t, as a (nd+1)^2 matrix."
     a = result.params[i]
@@ -67,6 +67,7 @@ def _correction(result, i, t, nd):
         a = a[1:, 1:]
     return a
 
+# %% ../nbs/07_summary.ipynb #8a0b1948
 def _rotation_deg(lin):
     "Angle (degrees) of the rotation part of a linear map (polar decomposition)."
     u, _, vt = np.linalg.svd(lin)
@@ -74,6 +75,7 @@ def _rotation_deg(lin):
     if r.shape[0] == 2: return float(np.degrees(abs(np.arctan2(r[1, 0], r[0, 0]))))
     return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1))))
 
+# %% ../nbs/07_summary.ipynb #3a9b259e
 def _plain_views(views, result, t=0):
     "Level-0 views in the dimensionality the graph was built in (single-plane 3D views as 2D)."
     if not isinstance(views, (list, tuple)):
@@ -129,7 +131,7 @@ def summary_line(result # `register(..., return_dict=True)`'s `RegistrationResul
     return (f"{len(result.params)} views, {len(et)} edges registered, {len(used)} used{tm}; {resid}; "
             f"{nw} warning{'s' if nw != 1 else ''}")
 
-# %% ../nbs/07_summary.ipynb #4f099408
+# %% ../nbs/07_summary.ipynb #abc52f7b
 _REGISTERED = "_summary_registered"
 
 def _with_registered(result, plain, t=None):
@@ -145,6 +147,7 @@ def _with_registered(result, plain, t=None):
         out.append(set_affine(c, a, _REGISTERED, base_key=key))
     return out
 
+# %% ../nbs/07_summary.ipynb #b9c9d102
 def _edge_values(result, t, what):
     "{(u, v): value} of the graph at time t: 'quality', 'residual' or 'overlap'."
     et = edge_table(result, t)
@@ -288,7 +291,7 @@ def _html_table(df, cls="mvr-table"):
                    for row in df.itertuples(index=False))
     return f"<table class='{cls}' style='border-collapse:collapse;font-size:12px'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
-# %% ../nbs/07_summary.ipynb #c9258d0b
+# %% ../nbs/07_summary.ipynb #a6e814d5
 def _png(fig, dpi=90) -> bytes:
     "A matplotlib figure as PNG bytes."
     buf = io.BytesIO()
@@ -304,6 +307,7 @@ def _checkerboard(f, m, n=4):
     yy, xx = np.indices(f.shape)
     return np.where(((yy // s) + (xx // s)) % 2 == 0, f, m)
 
+# %% ../nbs/07_summary.ipynb #59e583e4
 def pair_images(views:list, # the two views (fixed, moving)
                 transform_key:str, # world system in which to read the overlap
                 t:int=None, # time index
@@ -388,13 +392,14 @@ class RegistrationSummary(widgets.VBox):
         return [(f"{u} – {v}" + ("" if (u, v) in used else " (dropped)"), (u, v))
                 for u, v in sorted(_key(e) for e in _graph_at(self.result, t).edges)]
 
-# %% ../nbs/07_summary.ipynb #21ec46fa
+# %% ../nbs/07_summary.ipynb #04827ad6
 @patch
 def _on_stage(self:RegistrationSummary, change):
     natural = "quality" if change["new"] == "before" else "residual"
     if self.colour_by.value != natural: self.colour_by.value = natural  # redraws through the observer
     else: self._draw_graph()
 
+# %% ../nbs/07_summary.ipynb #f8ef117a
 @patch
 def _on_time(self:RegistrationSummary, change):
     t = change["new"]
@@ -405,6 +410,7 @@ def _on_time(self:RegistrationSummary, change):
         if keep in [o[1] for o in opts]: self.edge.value = keep
     self._draw_graph(); self._draw_pair(); self._draw_views()
 
+# %% ../nbs/07_summary.ipynb #bb7546c5
 @patch
 def _draw_graph(self:RegistrationSummary):
     t = self.time.value
@@ -413,6 +419,7 @@ def _draw_graph(self:RegistrationSummary):
                        plain=self.plain[0])
     self.graph_image.value = _png(fig, self.dpi)
 
+# %% ../nbs/07_summary.ipynb #54f829d5
 @patch
 def _pair(self:RegistrationSummary, u, v, t, z):
     "Pair images before and after, cached."
@@ -424,6 +431,7 @@ def _pair(self:RegistrationSummary, u, v, t, z):
                           pair_images([r[u], r[v]], _REGISTERED, t=tt, z=z))
     return self._cache[k]
 
+# %% ../nbs/07_summary.ipynb #0cf48413
 @patch
 def _draw_pair(self:RegistrationSummary):
     if self.edge.value is None: return
@@ -453,6 +461,7 @@ def _draw_pair(self:RegistrationSummary):
                             f"(physical), pairwise shift ({shift}) px, overlap {_fmt(row.overlap)}, "
                             f"used by the resolver: <b>{_fmt(row.used)}</b>")
 
+# %% ../nbs/07_summary.ipynb #83abf219
 @patch
 def _draw_views(self:RegistrationSummary):
     vt = view_table(self.result, self.views, self.time.value)

@@ -5,7 +5,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from multiview_reg.data import tiled_dataset, registration_error
+from multiview_reg.data import tiled_dataset
+from multiview_reg.metrics import registration_error
 from multiview_reg.io import write_tiles, load_transforms, apply_transforms
 
 
@@ -100,7 +101,7 @@ def test_input_errors_one_line_exit_2(tiles, tmp_path, capsys):
     _one_line_error(run("register", *tifs), "positions")
     # an unknown pairwise method names the known ones
     _one_line_error(run("register", *tifs, "--positions", d / "positions.csv", "--method", "nope", "--quiet"),
-                    "unknown method", "phase_correlation")
+                    "pairwise_reg_func: unknown", "phase_correlation")
     # a usage error caught by argparse is exit code 2 as well
     p = run("register")
     assert p.returncode == 2 and "TILES" in p.stderr

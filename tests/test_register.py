@@ -7,8 +7,9 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from multiview_reg.data import tiled_dataset, multiview_dataset, registration_error
-from multiview_reg.pairwise import phase_correlation
+from multiview_reg.data import tiled_dataset, multiview_dataset
+from multiview_reg.metrics import registration_error
+from multiview_reg.phase_correlation import phase_correlation
 from multiview_reg.register import register
 from multiview_reg.spatial import (build_pyramid, get_affine, set_affine, view_from_array, set_points, as_view)
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from multiview_reg.data import tiled_dataset, registration_error
+from multiview_reg.data import tiled_dataset
+from multiview_reg.metrics import registration_error
 from multiview_reg.register import register
 from multiview_reg.spatial import (build_pyramid, get_affine, get_transform_keys, is_multiscale, multiscale_levels,
                                    affine_from_translation, affine_to_xarray)
-from multiview_reg.validate import check_views
+from multiview_reg.spatial import check_views
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from multiview_reg.data import procedural_dataset, registration_error
+from multiview_reg.data import procedural_dataset
+from multiview_reg.metrics import registration_error
 from multiview_reg.register import register
 from multiview_reg.scale import plan_registration, overlap_read_boxes, chunks_touched
 from multiview_reg.register import register_within_memory
@@ -48,7 +49,8 @@ def test_pairwise_reads_only_overlap_chunks():
 _PEAK_SCRIPT = textwrap.dedent("""
     import json, resource, sys, warnings
     import numpy as np
-    from multiview_reg.data import procedural_dataset, registration_error
+    from multiview_reg.data import procedural_dataset
+    from multiview_reg.metrics import registration_error
     from multiview_reg.scale import parse_memory
     from multiview_reg.register import register_within_memory
     from multiview_reg.spatial import as_view
