@@ -97,6 +97,45 @@ def _read_sidecar(path):
         out[k] = check_affine(e.get("affine"), len(e.get("axes", [])) or None, f"{p} transform {k!r}")
     return out
 
+# %% ../nbs/09b_io_zarr.ipynb #58439874
+def _ngff_axes(g, ms, path):
+    "(axes metadata, axis names, spatial dims) of an NGFF multiscale; axes outside the data model are refused."
+    axes_meta = ms.get("axes") or [{"name": d} for d in "tczyx"[-len(g[ms["datasets"][0]["path"]].shape):]]
+    axes = [a["name"] if isinstance(a, dict) else a for a in axes_meta]
+    bad = [a for a in axes if a not in ALL_DIMS]
+    if bad: raise ValueError(f"path: axes {axes} of {path} are not a subset of {ALL_DIMS}")
+    sd = tuple(d for d in SPATIAL_DIMS if d in axes)
+    return axes_meta, axes, sd
+
+# %% ../nbs/09b_io_zarr.ipynb #c118b508
+def _level_view(g, ds, axes, sd, unit_f, world, key, sidecar, path, name, version):
+    "One pyramid level of an OME-Zarr image as a lazy view, with the world affine and the sidecar's transforms."
+    try: arr = g[ds["path"]]
+    except Exception: raise ValueError(f"path: dataset {ds['path']!r} listed in the multiscales of {path} is missing") from None
+    s, t = _scale_translation(ds.get("coordinateTransformations"), len(axes), f"{path}/{ds['path']}")
+    data = da.from_zarr(arr)
+    sp = {d: s[axes.index(d)] * unit_f[d] for d in sd}
+    og = {d: t[axes.index(d)] * unit_f[d] for d in sd}
+    order = [axes.index(d) for d in ALL_DIMS if d in axes]
+    data = data.transpose(order)
+    dims = tuple(d for d in ALL_DIMS if d in axes)
+    v = view_from_array(data, dims=dims, spacing=sp, origin=og, affine=world, transform_key=key)
+    for k, a in sidecar.items():
+        if a.shape[-1] != len(sd) + 1:
+            raise ValueError(f"path: sidecar transform {k!r} is {a.shape[-1]-1}D, the image has {len(sd)} spatial dims")
+        set_affine(v, a, k)
+    v.name = name or (Path(str(path)).name if isinstance(path, (str, os.PathLike)) else None)
+    v.attrs["source"] = str(path); v.attrs["ngff_version"] = version
+    return v
+
+# %% ../nbs/09b_io_zarr.ipynb #920d0b83
+def _views_to_tree(levels:dict):
+    "A multiscale view (DataTree, children scale0..N) from {'scale<i>': view}."
+    def _ds(v):
+        img = v.copy(); img.attrs = {k: x for k, x in v.attrs.items() if k != "transforms"}
+        return xr.Dataset({"image": img, **v.attrs["transforms"]})
+    return xr.DataTree.from_dict({k: _ds(v) for k, v in levels.items()})
+
 # %% ../nbs/09b_io_zarr.ipynb #19d5586d
 def read_ome_zarr(path, # path (or zarr store) of an OME-Zarr image group
                   transform_key:str=DEFAULT_TRANSFORM_KEY, # name of the multiscale-level transforms' world, unless the file records one
@@ -107,11 +146,7 @@ def read_ome_zarr(path, # path (or zarr store) of an OME-Zarr image group
     import zarr
     g = _open_group(path)
     ms, version, attrs = _ngff_meta(g, path)
-    axes_meta = ms.get("axes") or [{"name": d} for d in "tczyx"[-len(g[ms["datasets"][0]["path"]].shape):]]
-    axes = [a["name"] if isinstance(a, dict) else a for a in axes_meta]
-    bad = [a for a in axes if a not in ALL_DIMS]
-    if bad: raise ValueError(f"path: axes {axes} of {path} are not a subset of {ALL_DIMS}")
-    sd = tuple(d for d in SPATIAL_DIMS if d in axes)
+    axes_meta, axes, sd = _ngff_axes(g, ms, path)
     units = {a["name"]: a.get("unit") for a in axes_meta if isinstance(a, dict)}
     unit_f = {d: to_micrometres(1.0, units.get(d)) for d in sd}
     f_world = _unit_factor(ms, sd)
@@ -125,29 +160,11 @@ def read_ome_zarr(path, # path (or zarr store) of an OME-Zarr image group
     tree = {}
     for i, ds in enumerate(datasets):
         if level is not None and i != level: continue
-        try: arr = g[ds["path"]]
-        except Exception: raise ValueError(f"path: dataset {ds['path']!r} listed in the multiscales of {path} is missing") from None
-        s, t = _scale_translation(ds.get("coordinateTransformations"), len(axes), f"{path}/{ds['path']}")
-        data = da.from_zarr(arr)
-        sp = {d: s[axes.index(d)] * unit_f[d] for d in sd}
-        og = {d: t[axes.index(d)] * unit_f[d] for d in sd}
-        order = [axes.index(d) for d in ALL_DIMS if d in axes]
-        data = data.transpose(order)
-        dims = tuple(d for d in ALL_DIMS if d in axes)
-        v = view_from_array(data, dims=dims, spacing=sp, origin=og, affine=world, transform_key=key)
-        for k, a in sidecar.items():
-            if a.shape[-1] != len(sd) + 1:
-                raise ValueError(f"path: sidecar transform {k!r} is {a.shape[-1]-1}D, the image has {len(sd)} spatial dims")
-            set_affine(v, a, k)
-        v.name = name or (Path(str(path)).name if isinstance(path, (str, os.PathLike)) else None)
-        v.attrs["source"] = str(path); v.attrs["ngff_version"] = version
+        v = _level_view(g, ds, axes, sd, unit_f, world, key, sidecar, path, name, version)
         if level is not None: return v
         tree[f"scale{i}"] = v
     if len(tree) == 1: return tree["scale0"]
-    def _ds(v):
-        img = v.copy(); img.attrs = {k: x for k, x in v.attrs.items() if k != "transforms"}
-        return xr.Dataset({"image": img, **v.attrs["transforms"]})
-    return xr.DataTree.from_dict({k: _ds(v) for k, v in tree.items()})
+    return _views_to_tree(tree)
 
 # %% ../nbs/09b_io_zarr.ipynb #392df88f
 def _representable(a):
