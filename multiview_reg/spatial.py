@@ -330,6 +330,7 @@ def _check_view_array(v):
                 raise ValueError(f"view: coordinate {d!r} must increase in equal positive steps (the spacing), "
                                  f"got steps {np.unique(step)[:3]}; pixels are placed by coord = origin + spacing * index")
 
+# %% ../nbs/00_spatial.ipynb #fe045089
 def _spacing_1d(v, d, ref=None):
     c = v.coords[d].values
     if len(c) > 1: return float(c[1] - c[0])
@@ -337,6 +338,8 @@ def _spacing_1d(v, d, ref=None):
     if d in sp: return float(sp[d])
     if ref is not None and ref is not v: return _spacing_1d(ref, d)
     return 1.0
+
+# %% ../nbs/00_spatial.ipynb #b1b98365
 def as_view(obj, # a view or a multiscale view
             level:int=0 # pyramid level for a multiscale view
            ) -> xr.DataArray:
