@@ -461,15 +461,16 @@ def _check_transform_key(plain, nts, transform_key):
         raise KeyError(f"transform_key: {transform_key!r} is missing from views {lacking[:10]}; "
                        f"view {lacking[0]} has {get_transform_keys(plain[lacking[0]])}")
     for i, v in enumerate(plain):
-        timed = "t" in get_affine(v, transform_key, as_xarray=True).dims
-        for t in range(nts[i]):
-            try: get_affine(v, transform_key, t=t if timed else None)
-            except (TypeError, ValueError) as e: raise type(e)(f"views[{i}] transform {transform_key!r}: {e}") from None
+        try:
+            timed = "t" in getattr(get_affine(v, transform_key, as_xarray=True), "dims", ())
+            for t in range(nts[i]): get_affine(v, transform_key, t=t if timed else None)
+        except (TypeError, ValueError) as e: raise type(e)(f"views[{i}] transform {transform_key!r}: {e}") from None
 
 def check_views(views:list, # views (DataArray) or multiscale views (DataTree)
                 transform_key:str=None, # if given, every view must have this transform, valid at every time point
                 min_views:int=2, # how many views the caller needs
-                caller:str=None # the function named in the "too few views" error, e.g. 'register'
+                caller:str=None, # the function named in the "too few views" error, e.g. 'register'
+                same_times:bool=True # require the same number of time points in every view
                ) -> list: # the plain (level-0) views
     "Validate a list of views from metadata only; raise one error naming the first bad view and what is wrong."
     if isinstance(views, (xr.DataArray, xr.DataTree)) or not isinstance(views, (list, tuple)):
@@ -487,7 +488,7 @@ def check_views(views:list, # views (DataArray) or multiscale views (DataTree)
         raise ValueError("views: all views need the same spatial dims; got " +
                          "; ".join(f"{''.join(d)} for views {ix[:10]}" for d, ix in groups.items()))
     nts = [int(v.sizes["t"]) if "t" in v.dims else 1 for v in plain]
-    if len(set(nts)) > 1:
+    if same_times and len(set(nts)) > 1:
         raise ValueError(f"views: all views need the same number of time points, got {sorted(set(nts))} "
                          f"(view 0 has {nts[0]}; views {[i for i, n in enumerate(nts) if n != nts[0]][:10]} differ)")
     if transform_key is not None: _check_transform_key(plain, nts, transform_key)
