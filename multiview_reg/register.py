@@ -17,7 +17,6 @@ import numpy as np
 import networkx as nx
 import xarray as xr
 import dask
-from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .spatial import *
 from .graph import build_overlap_graph, plot_overlap_graph
@@ -469,8 +468,7 @@ class RegistrationResult(Mapping):
     def __len__(self): return len(self.to_dict())
 
 # %% ../nbs/06_register.ipynb #70e2043a
-@patch
-def to_dict(self:RegistrationResult) -> dict:
+def _to_dict(self) -> dict:
     "multiview-stitcher's layout: params, pairwise_registration {graph, metrics, summary_plot}, groupwise_resolution."
     one = len(self.graphs) == 1
     q = self.qualities[0] if one else {(t, *e): x for t, qt in self.qualities.items() for e, x in qt.items()}
@@ -481,9 +479,10 @@ def to_dict(self:RegistrationResult) -> dict:
             "groupwise_resolution": {"metrics": {"edge_residuals": self.residuals, "used_edges": self.used_edges},
                                      "summary_plot": plots[1]}}
 
+RegistrationResult.to_dict = _to_dict
+
 # %% ../nbs/06_register.ipynb #82d4441c
-@patch(cls_method=True)
-def from_dict(cls:RegistrationResult, d:dict # register()'s dict, this layout or the older one (with 'graphs', 'view_quality', ...)
+def _from_dict(cls, d:dict # register()'s dict, this layout or the older one (with 'graphs', 'view_quality', ...)
              ) -> RegistrationResult:
     "A `RegistrationResult` from a result dict of older code; `transform_key` must be in it."
     if isinstance(d, RegistrationResult): return d
@@ -498,17 +497,20 @@ def from_dict(cls:RegistrationResult, d:dict # register()'s dict, this layout or
                d.get("timing", {}), list(d.get("warnings", [])), d["transform_key"], d.get("new_transform_key"),
                d.get("memory_plan"), d.get("pruning_method", {}), d.get("n_cached_pairs", 0))
 
+RegistrationResult.from_dict = classmethod(_from_dict)
+
 # %% ../nbs/06_register.ipynb #87580ba1
-@patch
-def __repr__(self:RegistrationResult):
+def _result_repr(self):
+    "One line: views, time points, links registered and used, warnings."
     n_links = sum(len(s) for s in self.link_status.values()) or sum(g.number_of_edges() for g in self.graphs.values())
     n_used = sum(len(u) for u in self.used_edges.values())
     return (f"RegistrationResult({len(self.params)} views, {len(self.graphs)} time point(s), {n_links} links registered, "
             f"{n_used} used, {len(self.warnings)} warning(s))")
 
+RegistrationResult.__repr__ = _result_repr
+
 # %% ../nbs/06_register.ipynb #9c7e553b
-@patch
-def _repr_markdown_(self:RegistrationResult, max_rows:int=30):
+def _result_markdown(self, max_rows:int=30):
     "A compact table: one row per registered link (the first `max_rows`), then the warnings."
     rows = ["| t | link | quality | residual | used | why |", "|---|---|---|---|---|---|"]
     for t, st in self.link_status.items():
@@ -518,6 +520,8 @@ def _repr_markdown_(self:RegistrationResult, max_rows:int=30):
     more = f"\n\n... {len(rows) - 2 - max_rows} more links" if len(rows) - 2 > max_rows else ""
     warns = "".join(f"\n- warning: {w}" for w in self.warnings)
     return f"**{repr(self)}**\n\n" + "\n".join(rows[:max_rows + 2]) + more + "\n" + warns
+
+RegistrationResult._repr_markdown_ = _result_markdown
 
 # %% ../nbs/06_register.ipynb #94bba248
 def build_result(params:list, # from `corrections`

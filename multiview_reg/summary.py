@@ -12,10 +12,9 @@ import numpy as np
 import pandas as pd
 import networkx as nx
 import ipywidgets as widgets
-from fastcore.basics import patch
 from matplotlib.figure import Figure
 from .spatial import *
-from .graph import plot_overlap_graph
+from .graph import plot_overlap_graph, footprint
 from .pairwise import extract_overlap_pair
 from .register import RegistrationResult, squeeze_z
 
@@ -238,8 +237,7 @@ def plot_view_displacement(result, # `register(..., return_dict=True)`'s `Regist
     cs = []
     for v in plain:
         c = np.asarray(view_corners(v, key, t=tt), float)
-        from multiview_reg.graph import _footprint
-        ax.add_patch(Polygon(_footprint(c)[:, ::-1], closed=True, facecolor=(0.6, 0.6, 0.6, 0.15),
+        ax.add_patch(Polygon(footprint(c)[:, ::-1], closed=True, facecolor=(0.6, 0.6, 0.6, 0.15),
                              edgecolor=(0.3, 0.3, 0.3, 0.8), lw=0.8))
         cs.append(c)
     centres = np.array([c.mean(0)[-2:] for c in cs])
@@ -393,15 +391,15 @@ class RegistrationSummary(widgets.VBox):
                 for u, v in sorted(_key(e) for e in _graph_at(self.result, t).edges)]
 
 # %% ../nbs/07_summary.ipynb #04827ad6
-@patch
-def _on_stage(self:RegistrationSummary, change):
+def _on_stage(self, change):
     natural = "quality" if change["new"] == "before" else "residual"
     if self.colour_by.value != natural: self.colour_by.value = natural  # redraws through the observer
     else: self._draw_graph()
 
+RegistrationSummary._on_stage = _on_stage
+
 # %% ../nbs/07_summary.ipynb #f8ef117a
-@patch
-def _on_time(self:RegistrationSummary, change):
+def _on_time(self, change):
     t = change["new"]
     opts = self._edge_options(t)
     if opts != list(self.edge.options):
@@ -410,18 +408,20 @@ def _on_time(self:RegistrationSummary, change):
         if keep in [o[1] for o in opts]: self.edge.value = keep
     self._draw_graph(); self._draw_pair(); self._draw_views()
 
+RegistrationSummary._on_time = _on_time
+
 # %% ../nbs/07_summary.ipynb #bb7546c5
-@patch
-def _draw_graph(self:RegistrationSummary):
+def _draw_graph(self):
     t = self.time.value
     fig = Figure(figsize=(5.5, 5), layout="constrained")
     plot_graph_summary(self.result, self.views, self.stage.value, self.colour_by.value, t=t, ax=fig.subplots(),
                        plain=self.plain[0])
     self.graph_image.value = _png(fig, self.dpi)
 
+RegistrationSummary._draw_graph = _draw_graph
+
 # %% ../nbs/07_summary.ipynb #54f829d5
-@patch
-def _pair(self:RegistrationSummary, u, v, t, z):
+def _pair(self, u, v, t, z):
     "Pair images before and after, cached."
     k = (u, v, t, z)
     if k not in self._cache:
@@ -431,9 +431,10 @@ def _pair(self:RegistrationSummary, u, v, t, z):
                           pair_images([r[u], r[v]], _REGISTERED, t=tt, z=z))
     return self._cache[k]
 
+RegistrationSummary._pair = _pair
+
 # %% ../nbs/07_summary.ipynb #0cf48413
-@patch
-def _draw_pair(self:RegistrationSummary):
+def _draw_pair(self):
     if self.edge.value is None: return
     u, v = self.edge.value
     t = self.time.value
@@ -461,12 +462,15 @@ def _draw_pair(self:RegistrationSummary):
                             f"(physical), pairwise shift ({shift}) px, overlap {_fmt(row.overlap)}, "
                             f"used by the resolver: <b>{_fmt(row.used)}</b>")
 
+RegistrationSummary._draw_pair = _draw_pair
+
 # %% ../nbs/07_summary.ipynb #83abf219
-@patch
-def _draw_views(self:RegistrationSummary):
+def _draw_views(self):
     vt = view_table(self.result, self.views, self.time.value)
     vt = vt.sort_values(self.sort_by.value, ascending=not self.descending.value, na_position="last", kind="stable")
     self.view_html.value = _html_table(vt)
+
+RegistrationSummary._draw_views = _draw_views
 
 # %% ../nbs/07_summary.ipynb #9a63e2f2
 from .atlas import plot_atlas_registration
