@@ -16,10 +16,10 @@ from scipy.spatial import cKDTree, ConvexHull
 import xarray as xr
 from .spatial import (SPATIAL_DIMS, as_view, get_spatial_dims, get_affine, view_extent,
                                    OrientedBox, get_spacing, affine_from_rotation,
-                                   affine_from_translation, compose_affines, apply_affine, view_from_array)
+                                   affine_from_translation, compose_affines, apply_affine, view_from_array, box_corners)
 
 # %% auto #0
-__all__ = ['OverlapRegion', 'overlap_region', 'build_overlap_graph', 'plot_overlap_graph']
+__all__ = ['OverlapRegion', 'overlap_region', 'build_overlap_graph', 'footprint', 'plot_overlap_graph']
 
 # %% ../nbs/02_graph.ipynb #32e1eb81
 def _tolerance(tolerance, sdims, name="tolerance"):
@@ -86,7 +86,7 @@ def _oriented_boxes(lo, hi, a):
     axes = np.swapaxes(lin * (hi - lo)[:, None, :], 1, 2)
     return centres, axes
 
-_UNIT_CORNERS = {nd: np.array(list(itertools.product([-0.5, 0.5], repeat=nd))) for nd in (2, 3)}
+_UNIT_CORNERS = {nd: box_corners(np.full(nd, -0.5), np.full(nd, 0.5)) for nd in (2, 3)}  # binary order, last dim fastest
 
 def _box_corners_batch(centres, axes):
     "Corners (n, 2**nd, nd) of many oriented boxes, in the binary order of `OrientedBox.corners`."
@@ -215,7 +215,7 @@ def _candidate_pairs(lo, hi):
 
 # %% ../nbs/02_graph.ipynb #d1b0458e
 def _check_views(views):
-    "Validate the views list; return the plain views and their spatial dims."
+    "Validate the views list; return the plain views and their spatial dims (views may differ in their number of time points)."
     if isinstance(views, dict) or not hasattr(views, "__len__"):
         raise TypeError(f"views: expected a list of views (DataArray or multiscale DataTree), got {type(views).__name__}")
     if len(views) < 2: raise ValueError(f"views: need at least two views to build an overlap graph, got {len(views)}")
@@ -290,13 +290,17 @@ def build_overlap_graph(views:list, # views or multiscale views, with the same s
     return g
 
 # %% ../nbs/02_graph.ipynb #72dcd908
-def _footprint(corners):
-    "2D outline (k, 2) in (y, x) of a view's world corners (3D: projected onto y-x)."
-    yx = corners[:, -2:]
+def footprint(corners # (2**ndim, ndim) world corners of a view, (z, y, x) order
+             ) -> np.ndarray: # (k, 2) outline in (y, x), in convex-hull order
+    "The 2D outline of a view from its world corners (3D: projected onto the y-x plane), e.g. to draw it."
+    yx = np.asarray(corners)[:, -2:]
     try: hull = ConvexHull(yx)
     except Exception: return yx
     return yx[hull.vertices]
 
+_footprint = footprint  # transitional: summary imports the old private name
+
+# %% ../nbs/02_graph.ipynb #8f628eae
 def plot_overlap_graph(graph:nx.Graph, # an overlap graph from `build_overlap_graph`
                        views:list=None, # if given with `transform_key`, draw footprints from these views instead of the node attributes
                        transform_key:str=None, # world system for `views`
@@ -325,7 +329,7 @@ def plot_overlap_graph(graph:nx.Graph, # an overlap graph from `build_overlap_gr
         if missing: raise ValueError(f"graph: nodes {missing[:5]} have no 'corners'; pass `views` and `transform_key`")
         corners = {n: np.asarray(graph.nodes[n]["corners"]) for n in graph.nodes}
     for n, c in corners.items():
-        fp = _footprint(c)
+        fp = footprint(c)
         ax.add_patch(Polygon(fp[:, ::-1], closed=True, fill=True, facecolor=(0.6, 0.6, 0.6, 0.15),
                              edgecolor=(0.3, 0.3, 0.3, 0.8), lw=0.8))
     centres = {n: c.mean(0)[-2:] for n, c in corners.items()}

@@ -8,8 +8,9 @@ Docs: https://multiview-reg.github.io/multiview_reg/metrics.html.md"""
 from __future__ import annotations
 import numpy as np
 import networkx as nx
+from .core import check_choice
 from .spatial import (affine_from_translation, affine_from_linear, apply_affine, invert_affine,
-                                   get_affine, get_spacing, view_corners)
+                                   get_affine, get_spacing, view_corners, fit_point_transform)
 
 # %% auto #0
 __all__ = ['ncc', 'registration_error', 'pairwise_error', 'correction_error', 'dice', 'target_registration_error']
@@ -31,27 +32,15 @@ def ncc(a:np.ndarray, # image (any real dtype)
     return float((x * y).sum() / den) if den > 0 else 0.0
 
 # %% ../nbs/01b_metrics.ipynb #8f974fb7
-_GAUGES = ("translation", "rigid", "similarity", "affine", "none")
+_GAUGES = ("translation", "rigid", "similarity", "affine", "none")  # the common transforms a measure can remove
 
-def _fit_gauge(src, dst, gauge):
-    "Least-squares transform of the given type mapping src points (n, d) onto dst (Umeyama 1991 for rigid/similarity)."
-    d = src.shape[1]
-    if gauge == "none": return np.eye(d + 1)
-    ms, md = src.mean(0), dst.mean(0)
-    if gauge == "translation": return affine_from_translation(md - ms)
-    if gauge == "affine":
-        A = np.linalg.lstsq(np.c_[src - ms, np.ones(len(src))], dst - md, rcond=None)[0]
-        return affine_from_linear(A[:d].T, md + A[d] - A[:d].T @ ms)
-    u, sv, vt = np.linalg.svd((dst - md).T @ (src - ms))
-    D = np.eye(d); D[-1, -1] = np.sign(np.linalg.det(u @ vt)) or 1.0
-    R = u @ D @ vt
-    c = np.trace(np.diag(sv) @ D) / np.sum((src - ms) ** 2) if gauge == "similarity" else 1.0
-    return affine_from_linear(c * R, md - c * R @ ms)
-
-def _check_gauge(gauge, allowed=_GAUGES):
-    if gauge not in allowed: raise ValueError(f"gauge: expected one of {list(allowed)}, got {gauge!r}")
+def _fit_gauge(src, dst, gauge, allowed=_GAUGES):
+    "The best common transform of type `gauge` mapping estimated points onto true ones (`spatial.fit_point_transform`)."
+    return fit_point_transform(src, dst, gauge, allowed=allowed, arg="gauge")
 
 # %% ../nbs/01b_metrics.ipynb #1b8fa0a0
+_REGISTRATION_GAUGES = ("rigid", "translation", "none")
+
 def registration_error(views:list, # views carrying `transform_key`
                        transform_key:str, # the estimated transforms to assess
                        truth:list, # true affine per view (or (nt, ...) stacks), view physical -> world
@@ -59,7 +48,7 @@ def registration_error(views:list, # views carrying `transform_key`
                        t:int=None # time index; default: every time point (each with its own gauge)
                       ) -> dict: # 'per_view_px', 'mean_px', 'max_px' (pixels) and 'per_view', 'mean', 'max' (physical)
     "Corner error of estimated transforms against the truth, gauge removed: px and physical, per view, mean, max."
-    _check_gauge(gauge, ("rigid", "translation", "none"))
+    gauge = check_choice(gauge, _REGISTRATION_GAUGES, "gauge")
     if len(views) != len(truth): raise ValueError(f"truth: {len(truth)} transforms for {len(views)} views")
     stacks = [np.asarray(tr, float) for tr in truth]
     nt = max(1 if s.ndim == 2 else s.shape[0] for s in stacks)
@@ -78,7 +67,7 @@ def _registration_error_at(views, transform_key, stacks, ti, gauge):
         tv = get_affine(v, transform_key, ti if "t" in get_affine(v, transform_key, as_xarray=True).dims else None)
         est.append(apply_affine(tv, c)); tru.append(apply_affine(tr, c))
         sps.append((np.linalg.inv(tr[:-1, :-1]), get_spacing(v, True)))
-    g = _fit_gauge(np.concatenate(est), np.concatenate(tru), gauge)
+    g = _fit_gauge(np.concatenate(est), np.concatenate(tru), gauge, _REGISTRATION_GAUGES)
     row_px, row_ph = [], []
     for e, tr_c, (linv, sp) in zip(est, tru, sps):
         d = apply_affine(g, e) - tr_c
@@ -107,7 +96,6 @@ def correction_error(params:dict, # {node: correction G} from `resolve`
                      gauge:str="rigid" # freedom removed first: 'translation', 'rigid', 'similarity', 'affine', 'none'
                     ) -> dict: # {'per_view': {node: RMS}, 'rms', 'max'} physical
     "Corner error of estimated corrections against true ones, after removing the best common transform (the gauge)."
-    _check_gauge(gauge)
     nodes = list(truth)
     est = np.concatenate([apply_affine(params[n], graph.nodes[n]["corners"]) for n in nodes])
     tru = np.concatenate([apply_affine(truth[n], graph.nodes[n]["corners"]) for n in nodes])
