@@ -400,6 +400,23 @@ def notebook_node(nb, # processed notebook (from `process_notebook`)
                 if isinstance(v, list): o["data"][k] = _plain(v)
     return nbformat.from_dict(d)
 
+_re_heading = re.compile(r"<h([1-6])\b[^>]*>(.*?)</h\1>", re.S)
+
+def _heading_text(inner:str) -> str: return re.sub(r"<[^>]+>", "", inner).replace("¶", "").strip()
+
+def _drop_repeated_headings(html:str) -> str:
+    "Drop a notebook heading that repeats the heading right before or after it (nothing but tags between), e.g. a `## demo` section over the `demo` API entry, or an `## X` under the page title X."
+    hs = list(_re_heading.finditer(html))
+    drop = []
+    for a, b in zip(hs, hs[1:]):
+        if _heading_text(a.group(2)) != _heading_text(b.group(2)) or re.sub(r"<[^>]+>", "", html[a.end():b.start()]).strip(): continue
+        for h in (a, b):  # the one written in a markdown cell goes; the page title and API entries stay
+            cell = html.rfind('<div class="jp-Cell ', 0, h.start())
+            if cell >= 0 and "jp-MarkdownCell" in html[cell:cell + 200] and html.rfind("jp-OutputArea", cell, h.start()) < 0:
+                drop.append(h); break
+    for h in sorted(set(drop), key=lambda m: -m.start()): html = html[:h.start()] + html[h.end():]
+    return html
+
 def render_page(nb, # processed notebook (from `process_notebook`)
                 page:str, # its path in the site, e.g. 'spatial.html'
                 sidebar:list, # [(section, [{'href', 'title'}, ...]), ...] with hrefs relative to the site root
@@ -422,6 +439,7 @@ def render_page(nb, # processed notebook (from `process_notebook`)
                               title=fm.get("title", Path(page).stem), description=fm.get("description", ""),
                               source=source)}
     html, _ = exp.from_notebook_node(node, resources=resources)
+    html = _drop_repeated_headings(html)
     cfg = get_config()
     if cfg.get("doc_host"):  # nbdev's cross-reference links point at the published site: make them relative
         html = html.replace(f'href="{cfg.doc_host.rstrip("/")}{cfg.get("doc_baseurl", "").rstrip("/")}/', f'href="{root}')
