@@ -23,14 +23,20 @@ def public_api(root: Path, package: str = "multiview_reg") -> dict:
 
 
 def compare(old: dict, new: dict) -> str:
-    "Removed and added names; a name that moved to another module is reported as moved."
-    where_new = {n: m for m, ns in new.items() for n in ns}
-    where_old = {n: m for m, ns in old.items() for n in ns}
-    L = []
-    for n in sorted(where_old):
-        if n not in where_new: L.append(f"- removed `{where_old[n]}.{n}`")
-        elif where_new[n] != where_old[n]: L.append(f"- moved `{where_old[n]}.{n}` -> `{where_new[n]}.{n}`")
-    L += [f"- added `{where_new[n]}.{n}`" for n in sorted(where_new) if n not in where_old]
+    "Removed and added (module, name) pairs; a name gone from one module but new in another is reported as moved."
+    pairs = lambda api: {(m, n) for m, ns in api.items() for n in ns}
+    po, pn = pairs(old), pairs(new)
+    gone, came = sorted(po - pn, key=lambda p: p[1]), sorted(pn - po, key=lambda p: p[1])
+    came_by_name = {}
+    for m, n in came: came_by_name.setdefault(n, []).append(m)
+    L, moved = [], set()
+    for m, n in gone:
+        if n in came_by_name:
+            L.append(f"- moved `{m}.{n}` -> " + ", ".join(f"`{m2}.{n}`" for m2 in came_by_name[n])); moved.add(n)
+        else:
+            also = sorted(m2 for m2, n2 in pn if n2 == n)
+            L.append(f"- removed `{m}.{n}`" + (f" (still `{also[0]}.{n}`)" if also else ""))
+    L += [f"- added `{m}.{n}`" for m, n in came if n not in moved]
     return "\n".join(L) or "no change"
 
 
