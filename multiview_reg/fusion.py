@@ -233,7 +233,9 @@ def view_support(matrix, # (ndim+1, ndim+1) output chunk index -> view index
         d = np.minimum(q + 0.5, view_shape[e] - 0.5 - q) * view_spacing[e]
         r = blending_ramp(d, width[e], ramp) if view_shape[e] > 1 else np.float32(1)
         blend = blend * np.where(d > 0, np.maximum(r, np.float32(1e-3)), np.float32(0))  # > 0 exactly where inside
-    return np.ascontiguousarray(np.broadcast_to(blend, tuple(shape)), dtype=np.float32)
+    out = np.empty(tuple(shape), np.float32)
+    out[...] = blend
+    return out
 
 # %% ../nbs/06b_fusion.ipynb #c80268b5
 def _view_on_chunk(v, chunks, shape, order, ramp):
