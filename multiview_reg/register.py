@@ -375,7 +375,7 @@ def _report_unlinked(graph, used, t=None):
     msg = (f"views {unlinked[:20]}{' ...' if len(unlinked) > 20 else ''}{f' (time index {t})' if t is not None else ''} "
            f"have no usable link (every link's quality is at or below {used.graph.get('link_floor', 0.0):.3g}): "
            "they keep their stage positions")
-    warnings.warn(msg, stacklevel=3)
+    warnings.warn(msg, stacklevel=4)  # at the user's call of register
     return unlinked, [msg]
 
 # %% ../nbs/06_register.ipynb #65f53fd3
