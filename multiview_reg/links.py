@@ -13,8 +13,8 @@ import networkx as nx
 from .spatial import affine_from_linear, affine_from_translation, apply_affine, fit_point_transform
 
 # %% auto #0
-__all__ = ['null_threshold', 'null_crops', 'link_displacement', 'fit_link_model', 'fit_stage_model', 'stage_model_correction',
-           'assess_links', 'place_by_stage_model']
+__all__ = ['null_threshold', 'default_max_shift', 'link_displacement', 'fit_link_model', 'fit_stage_model',
+           'stage_model_correction', 'assess_links', 'place_by_stage_model']
 
 # %% ../nbs/05b_links.ipynb #d5140c88
 def null_threshold(null_qualities # pairwise scores of crops that do not correspond (NaN ignored)
@@ -23,15 +23,19 @@ def null_threshold(null_qualities # pairwise scores of crops that do not corresp
     q = np.asarray([x for x in np.ravel(np.asarray(null_qualities, float)) if np.isfinite(x)])
     return float(np.clip(q.max(), 0, 1)) if q.size else 0.0
 
-# %% ../nbs/05b_links.ipynb #2664072e
-def null_crops(fixed, # fixed overlap crop (array, NaN = no data)
-               n:int=1 # how many mirrored versions (at most 2**ndim - 1)
-              ) -> list:
-    "Mirrored copies of `fixed` (flipped along all axes first, then subsets): crops that do not correspond."
-    a = np.asarray(fixed)
-    nd = a.ndim
-    subsets = sorted(range(1, 2 ** nd), key=lambda m: (-bin(m).count("1"), m))[:max(0, int(n))]
-    return [np.ascontiguousarray(np.flip(a, axis=tuple(d for d in range(nd) if m >> d & 1))) for m in subsets]
+# %% ../nbs/05b_links.ipynb #1698a0f8
+def default_max_shift(views:list, # the views (plain or multiscale)
+                      pairwise_func, # the pairwise function (a callable)
+                      fraction:float=0.15 # of the smallest view extent along each axis
+                     ): # per-dim physical distances (array), or None for functions that do not search
+    "The default search range: `fraction` of the smallest view extent per axis, for pairwise functions that search."
+    import inspect
+    from multiview_reg.spatial import as_view, get_shape, get_spacing
+    try: params = inspect.signature(pairwise_func).parameters
+    except (TypeError, ValueError): return None
+    if "max_shift" not in params: return None
+    ext = np.min([get_shape(as_view(v), True) * get_spacing(as_view(v), True) for v in views], 0)
+    return fraction * ext
 
 # %% ../nbs/05b_links.ipynb #5e5d95a4
 def link_displacement(transform, # (nd+1, nd+1) world correction of the link (the edge's 'transform')
