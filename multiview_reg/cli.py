@@ -26,7 +26,7 @@ def register_files(tiles:list, # TIFF files, a folder of TIFFs, or OME-Zarr imag
                    grid=None, # (rows, cols) layout instead of a positions file
                    overlap:float=0.1, # with grid: fraction of a tile shared with its neighbour
                    progress:bool=True # show a progress bar
-                  ) -> RegistrationResult: # register's result
+                  ): # register's result (a `register.RegistrationResult`)
     "Read tiles with their stage positions, register them, write the transforms as JSON."
     from multiview_reg.io import read_views, save_transforms
     inputs = [str(t) for t in tiles]
