@@ -59,6 +59,7 @@ def _splat_separable(q, a, sd, half, shape, out):
         w = a[idx] * col.data
         out[z] += (gy[idx].multiply(w[:, None])).T.tocsr().dot(gx[idx]).toarray()
 
+# %% ../nbs/01_data.ipynb #cf409514
 def render_blobs(blobs:dict, # specimen from `random_blobs`
                  shape, # output shape in pixels, (ndim,)
                  index_to_world # (ndim+1, ndim+1) matrix: pixel index -> world physical coordinates
@@ -110,6 +111,7 @@ def _image_specimen(name):
     im = im.astype(float)
     return (im - im.min()) / (im.max() - im.min())
 
+# %% ../nbs/01_data.ipynb #853e3187
 def _render(specimen, shape, index_to_world):
     "Render either a blob specimen or a picture (cubic spline sampling) on a pixel grid."
     if isinstance(specimen, dict): return render_blobs(specimen, shape, index_to_world)
@@ -118,10 +120,12 @@ def _render(specimen, shape, index_to_world):
     w = grid @ index_to_world[:-1, :-1].T + index_to_world[:-1, -1]
     return map_coordinates(specimen, w.T, order=3, mode="reflect").reshape(shape)
 
+# %% ../nbs/01_data.ipynb #7bff3193
 def _index_to_physical(spacing, origin):
     "Pixel index -> view physical coordinates."
     return affine_from_linear(np.diag(spacing), origin)
 
+# %% ../nbs/01_data.ipynb #c5d64f59
 def _to_dtype(img, dtype, rng, noise, background=100.0, scale=1000.0):
     "Scale a [0, ~1] float image to detector counts, add noise, cast."
     out = background + scale * img + rng.normal(0, noise * scale, img.shape)
@@ -137,6 +141,7 @@ def _random_rotation(nd, sigma, rng):
     ang = rng.normal(0, sigma)
     return affine_from_rotation(ang) if nd == 2 else affine_from_rotation(ang, axis=rng.normal(size=3))
 
+# %% ../nbs/01_data.ipynb #d4691c88
 def tiled_dataset(ndim:int=2, # 2 or 3 spatial dims
                   grid=None, # tiles per dim: (ny, nx) or (nz, ny, nx); default (3, 3) or (1, 3, 3)
                   tile_shape=None, # pixels per tile; default (256, 256) or (32, 128, 128)
@@ -301,6 +306,7 @@ def _random_correction(d, transform, rng, jitter, rotation, scale, shear, centre
     A = affine_from_linear(L, centre - L @ centre)
     return affine_from_translation(rng.normal(0, jitter, d)) @ A
 
+# %% ../nbs/01_data.ipynb #d856af77
 def _grid_edges(idx):
     "Index pairs of face neighbours in a grid of tile indices (n, d)."
     pos = {tuple(p): i for i, p in enumerate(idx)}
@@ -373,6 +379,7 @@ def _cell_blobs(seed, k, cell, cell_size, sigma, density):
     lo = np.asarray(cell, float) * cell_size
     return rng.uniform(lo, lo + cell_size, (n, nd)), rng.uniform(0.3, 1.0, n)
 
+# %% ../nbs/01_data.ipynb #93881fc8
 class ProceduralSpecimen:
     "A blob specimen defined everywhere in world space by a seeded spatial hash (no storage)."
     def __init__(self, ndim:int=3, sigmas=(1.0, 3.0, 9.0), density:float=0.05, seed:int=0):
@@ -399,6 +406,7 @@ class ProceduralSpecimen:
         if coarse: b = dict(b, sigmas=np.sqrt(b["sigmas"] ** 2 + np.max(pixel_size) ** 2 / 12.0))
         return render_blobs(b, tuple(shape), index_to_world) if len(b["sigmas"]) else np.zeros(tuple(shape))
 
+# %% ../nbs/01_data.ipynb #8824a7c4
 def _corner_grid(shape):
     nd = len(shape)
     idx = np.array(np.meshgrid(*[[0, 1]] * nd, indexing="ij")).reshape(nd, -1).T

@@ -36,6 +36,7 @@ def _tolerance(tolerance, sdims, name="tolerance"):
     if not np.all(np.isfinite(v)): raise ValueError(f"{name}: values must be finite, got {tolerance}")
     return v
 
+# %% ../nbs/02_graph.ipynb #d01effa4
 def _view_affine(view, transform_key, t):
     "World affine of a view; a fast path for the plain (x_in, x_out) layout (validated later in bulk)."
     tr = view.attrs.get("transforms", {})
@@ -48,6 +49,7 @@ def _view_affine(view, transform_key, t):
         if ok and nd == sum(d in view.dims for d in SPATIAL_DIMS): return np.asarray(x.values, dtype=float)
     return get_affine(view, transform_key, t)  # general case; raises the KeyError naming transform_key
 
+# %% ../nbs/02_graph.ipynb #937fb17b
 def _coord_start_step(v, d, n):
     "Physical coordinate of the first pixel centre and the spacing along dim `d` (fast path via the index)."
     try: idx = v.xindexes[d].index
@@ -55,6 +57,7 @@ def _coord_start_step(v, d, n):
     if n > 1: return float(idx[0]), float(idx[1] - idx[0])
     return float(idx[0]), float(get_spacing(v)[d])
 
+# %% ../nbs/02_graph.ipynb #8424099b
 def _view_geometry(view, transform_key, t=None, tolerance=0.0, name="tolerance"):
     "What the graph needs of one view: shape/spacing/origin dicts, world affine, and the (grown) pixel-edge extent."
     v = as_view(view)
@@ -69,6 +72,7 @@ def _view_geometry(view, transform_key, t=None, tolerance=0.0, name="tolerance")
     return {"shape": shape, "spacing": dict(zip(sdims, sp.tolist())), "origin": dict(zip(sdims, og.tolist())),
             "transform": _view_affine(v, transform_key, t), "lo": lo, "hi": hi}
 
+# %% ../nbs/02_graph.ipynb #bb35ac10
 def _check_affines(a, name="transform_key"):
     "Validate a stack (n, ndim+1, ndim+1) of world affines in bulk; name the first bad view."
     n1 = a.shape[-1]
@@ -79,6 +83,7 @@ def _check_affines(a, name="transform_key"):
         raise ValueError(f"{name}: the affines of views {np.flatnonzero(bad)[:10].tolist()} are not valid homogeneous "
                          "affines (NaN/inf, last row not [0, ..., 1], or singular)")
 
+# %% ../nbs/02_graph.ipynb #28211ebe
 def _oriented_boxes(lo, hi, a):
     "World oriented boxes of many extents at once: centres (n, nd) and axes (n, nd, nd), rows = edge vectors."
     lin = a[:, :-1, :-1]
@@ -86,6 +91,7 @@ def _oriented_boxes(lo, hi, a):
     axes = np.swapaxes(lin * (hi - lo)[:, None, :], 1, 2)
     return centres, axes
 
+# %% ../nbs/02_graph.ipynb #cfd1ce7b
 _UNIT_CORNERS = {nd: box_corners(np.full(nd, -0.5), np.full(nd, 0.5)) for nd in (2, 3)}  # binary order, last dim fastest
 
 def _box_corners_batch(centres, axes):
@@ -102,6 +108,7 @@ def _halfspaces(centres, axes):
     h = 0.5 / norm
     return np.concatenate([n, -n], 1), np.concatenate([off + h, h - off], 1)
 
+# %% ../nbs/02_graph.ipynb #009a3e63
 _COMBOS = {nd: np.array(list(itertools.combinations(range(4 * nd), nd))) for nd in (2, 3)}
 
 def _enumerate_vertices(ca, aa, cb, ab):
@@ -120,6 +127,7 @@ def _enumerate_vertices(ca, aa, cb, ab):
     valid = ok & np.all(resid <= 1e-9 * scale[:, None, None], axis=2)
     return x, valid
 
+# %% ../nbs/02_graph.ipynb #41f4210a
 def _polygon_areas(x, valid):
     "Areas (m,) of the convex polygons whose vertices are x[k][valid[k]] (2D), by sorting around the centroid."
     cnt = valid.sum(1)
@@ -132,6 +140,7 @@ def _polygon_areas(x, valid):
     q = np.roll(p, -1, axis=1)
     return 0.5 * np.abs(np.sum(p[..., 0] * q[..., 1] - p[..., 1] * q[..., 0], axis=1)) * (cnt >= 3)
 
+# %% ../nbs/02_graph.ipynb #757a73cf
 def _hull(points, eps):
     "(measure, hull vertices) of a point set; (0, points) when the points span fewer than ndim dims."
     nd = points.shape[1]
@@ -140,6 +149,7 @@ def _hull(points, eps):
     h = ConvexHull(points)
     return float(h.volume), points[h.vertices]
 
+# %% ../nbs/02_graph.ipynb #3cea613f
 def _intersect_batch(ca, aa, cb, ab, chunk=2048):
     "Exact intersections of m pairs of oriented boxes: measures (m,), bbox lo (m, nd), bbox hi (m, nd)."
     m, nd = ca.shape
@@ -166,11 +176,13 @@ class OverlapRegion:
     bbox: tuple  # (lo, hi) world axis-aligned bounds, each (ndim,)
     measure: float  # area (2D) or volume (3D), physical units
 
+# %% ../nbs/02_graph.ipynb #2f5dea5e
 def _is_axis_aligned(axes):
     "Per box (n,): every edge vector is parallel to a world axis."
     a = np.abs(axes)
     return np.all(np.count_nonzero(a > 1e-12 * a.max(axis=(1, 2), keepdims=True), axis=2) == 1, axis=1)
 
+# %% ../nbs/02_graph.ipynb #e85d6af0
 def _region_of_boxes(ca, aa, cb, ab):
     "OverlapRegion of two oriented boxes (centre, axes), or None when the measure is zero."
     box_a, box_b = OrientedBox(ca, aa), OrientedBox(cb, ab)
@@ -187,6 +199,7 @@ def _region_of_boxes(ca, aa, cb, ab):
     _, verts = _hull(pts, 0.0)  # hull vertices (ordered around the polygon in 2D)
     return OverlapRegion(verts, (blo[0], bhi[0]), float(meas[0]))
 
+# %% ../nbs/02_graph.ipynb #2cc681ce
 def overlap_region(view_a, # a view or multiscale view
                    view_b, # a view or multiscale view with the same spatial dims
                    transform_key:str, # world coordinate system to intersect in
@@ -227,6 +240,7 @@ def _check_views(views):
                          "; ".join(f"{''.join(d)} for views {ix}" for d, ix in groups.items()))
     return vs, dims[0]
 
+# %% ../nbs/02_graph.ipynb #65a8ed0a
 def _check_pairs(pairs, n):
     "Validate `pairs`; return them as a sorted unique (m, 2) int array with i < j."
     try: p = np.asarray(list(pairs), dtype=float)
@@ -247,6 +261,7 @@ def _aligned_overlaps(lo, hi, pairs):
     olo, ohi = np.maximum(lo[i], lo[j]), np.minimum(hi[i], hi[j])
     return np.prod(np.clip(ohi - olo, 0, None), axis=1), olo, ohi
 
+# %% ../nbs/02_graph.ipynb #714f7857
 def build_overlap_graph(views:list, # views or multiscale views, with the same spatial dims
                         transform_key:str, # world coordinate system to intersect in
                         pairs=None, # restrict the candidates to these (i, j) index pairs

@@ -175,6 +175,7 @@ def _response_noise_gain(sigma_px, method):
     delta[tuple(n // 2 for n in delta.shape)] = 1
     return float(np.sqrt(np.sum(_bead_response(delta, sigma_px, method).astype(float) ** 2)))
 
+# %% ../nbs/04b_markers.ipynb #9d41f0d6
 def _select_image(view, t, c):
     "A view's spatial image at time index `t` and channel index `c` (required when those dims have length > 1)."
     for d, i in (("t", t), ("c", c)):
@@ -186,6 +187,7 @@ def _select_image(view, t, c):
             view = view.isel({d: i})
     return view
 
+# %% ../nbs/04b_markers.ipynb #13e91f60
 def detect_beads(view, # a view or multiscale view
                  sigma:float=None, # bead size: Gaussian sigma in PHYSICAL units; default one (coarsest) pixel
                  threshold:float=None, # minimum response (image intensity units, ~ bead peak above background)
@@ -241,6 +243,7 @@ def _min_samples(transform, nd):
     "Minimal number of correspondences that determine a model."
     return {"translation": 1, "rigid": nd, "affine": nd + 1}[transform]
 
+# %% ../nbs/04b_markers.ipynb #3ec8be18
 def _apply(a, p): return p @ a[:-1, :-1].T + a[:-1, -1]
 
 # %% ../nbs/04b_markers.ipynb #e7a7c821
@@ -293,6 +296,7 @@ def _check_points(p, name, nd=None):
     if not np.all(np.isfinite(a)): raise ValueError(f"{name}: coordinates must be finite")
     return a
 
+# %% ../nbs/04b_markers.ipynb #a285d48b
 def _chance_matches(FA, M, radius):
     "Expected number of mapped fixed points with a moving point within `radius` by chance (uniform density)."
     nd = M.shape[1]
@@ -303,6 +307,7 @@ def _chance_matches(FA, M, radius):
     ball = np.pi * radius ** 2 if nd == 2 else 4 / 3 * np.pi * radius ** 3
     return float(n_f * n_m / vol * ball)
 
+# %% ../nbs/04b_markers.ipynb #2c82ebc1
 def _fit_batch(src, # (h, s, ndim) point samples
                dst, # (h, s, ndim) corresponding points
                transform): # (h, ndim+1, ndim+1) least-squares models, one per sample
@@ -326,6 +331,7 @@ def _fit_batch(src, # (h, s, ndim) point samples
     out[:, :nd, -1] = md - np.einsum("hij,hj->hi", lin, ms)
     return out
 
+# %% ../nbs/04b_markers.ipynb #8906dc21
 def _ransac(F, M, cand, transform, max_error, n_iterations, rng, max_local=2000, max_score=2000):
     "Best model from descriptor candidates: local and random minimal hypotheses, then local optimisation."
     nd, ms = F.shape[1], _min_samples(transform, F.shape[1])
@@ -351,6 +357,7 @@ def _ransac(F, M, cand, transform, max_error, n_iterations, rng, max_local=2000,
         inl = new
     return A, pairs[inl], len(pairs)
 
+# %% ../nbs/04b_markers.ipynb #dcd9f24a
 def _icp(F, M, A, corr, transform, max_error, n_iter=20):
     "Refine a model on all points: mutual nearest neighbours within max_error, refit, repeat."
     ms, tree = _min_samples(transform, F.shape[1]), cKDTree(M)
@@ -368,6 +375,7 @@ def _icp(F, M, A, corr, transform, max_error, n_iter=20):
         corr = new
     return A, corr
 
+# %% ../nbs/04b_markers.ipynb #7f224e19
 def _trim(F, M, A, corr, transform, rounds=5):
     "Drop correspondences beyond 3.5 x the median residual and refit, a few rounds."
     ms = _min_samples(transform, F.shape[1])
@@ -448,6 +456,7 @@ def _data_view(data, origin, spacing, name):
     if data is None: raise ValueError(f"{name}: give either point sets (fixed_points/moving_points) or image data")
     return view_from_array(data, spacing=spacing, origin=origin)
 
+# %% ../nbs/04b_markers.ipynb #44d96258
 @pairwise_method("markers")
 def pairwise_markers(fixed_data=None, # fixed image (array or DataArray); used only when fixed_points is None
                      moving_data=None, # moving image; used only when moving_points is None
@@ -493,6 +502,7 @@ def _inside_view(world_points, view, transform_key, t, tolerance):
     lo, hi = view_extent(view)
     return np.all((local >= lo - tolerance) & (local <= hi + tolerance), axis=1)
 
+# %% ../nbs/04b_markers.ipynb #f87208ba
 def overlap_points(fixed_view, # a view or multiscale view carrying the point set
                    moving_view, # the other view
                    transform_key:str, # world coordinate system of the current transforms

@@ -38,6 +38,24 @@ def _fit_gauge(src, dst, gauge, allowed=_GAUGES):
     "The best common transform of type `gauge` mapping estimated points onto true ones (`spatial.fit_point_transform`)."
     return fit_point_transform(src, dst, gauge, allowed=allowed, arg="gauge")
 
+# %% ../nbs/01b_metrics.ipynb #58a747ec
+def _registration_error_at(views, transform_key, stacks, ti, gauge):
+    "Per-view corner RMS (pixels, physical) at time index `ti`, after the common gauge fit."
+    est, tru, sps = [], [], []
+    for v, s in zip(views, stacks):
+        tr = s if s.ndim == 2 else s[ti]
+        c = view_corners(v)
+        tv = get_affine(v, transform_key, ti if "t" in get_affine(v, transform_key, as_xarray=True).dims else None)
+        est.append(apply_affine(tv, c)); tru.append(apply_affine(tr, c))
+        sps.append((np.linalg.inv(tr[:-1, :-1]), get_spacing(v, True)))
+    g = _fit_gauge(np.concatenate(est), np.concatenate(tru), gauge, _REGISTRATION_GAUGES)
+    row_px, row_ph = [], []
+    for e, tr_c, (linv, sp) in zip(est, tru, sps):
+        d = apply_affine(g, e) - tr_c
+        row_ph.append(np.sqrt(np.mean(np.sum(d ** 2, 1))))
+        row_px.append(np.sqrt(np.mean(np.sum(((d @ linv.T) / sp) ** 2, 1))))
+    return row_px, row_ph
+
 # %% ../nbs/01b_metrics.ipynb #1b8fa0a0
 _REGISTRATION_GAUGES = ("rigid", "translation", "none")
 
@@ -57,23 +75,6 @@ def registration_error(views:list, # views carrying `transform_key`
     if t is not None or nt == 1: per_px, per_ph = per_px[0], per_ph[0]
     return {"per_view_px": per_px, "mean_px": float(per_px.mean()), "max_px": float(per_px.max()),
             "per_view": per_ph, "mean": float(per_ph.mean()), "max": float(per_ph.max())}
-
-def _registration_error_at(views, transform_key, stacks, ti, gauge):
-    "Per-view corner RMS (pixels, physical) at time index `ti`, after the common gauge fit."
-    est, tru, sps = [], [], []
-    for v, s in zip(views, stacks):
-        tr = s if s.ndim == 2 else s[ti]
-        c = view_corners(v)
-        tv = get_affine(v, transform_key, ti if "t" in get_affine(v, transform_key, as_xarray=True).dims else None)
-        est.append(apply_affine(tv, c)); tru.append(apply_affine(tr, c))
-        sps.append((np.linalg.inv(tr[:-1, :-1]), get_spacing(v, True)))
-    g = _fit_gauge(np.concatenate(est), np.concatenate(tru), gauge, _REGISTRATION_GAUGES)
-    row_px, row_ph = [], []
-    for e, tr_c, (linv, sp) in zip(est, tru, sps):
-        d = apply_affine(g, e) - tr_c
-        row_ph.append(np.sqrt(np.mean(np.sum(d ** 2, 1))))
-        row_px.append(np.sqrt(np.mean(np.sum(((d @ linv.T) / sp) ** 2, 1))))
-    return row_px, row_ph
 
 # %% ../nbs/01b_metrics.ipynb #5463695e
 def pairwise_error(views:list, # the (fixed, moving) views

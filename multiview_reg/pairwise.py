@@ -147,6 +147,7 @@ def _level_factors_of(msim, level, dims):
     s0, sl = get_spacing(as_view(msim, 0), True), get_spacing(as_view(msim, level), True)
     return np.round(sl / s0).astype(int)
 
+# %% ../nbs/04_pairwise.ipynb #2a6b7ca7
 def _choose_level(view_f, view_m, binning, res_level, dims):
     "Pyramid level to read and the binning left to apply there (None: choose automatically later)."
     ms = is_multiscale(view_f) and is_multiscale(view_m)
@@ -187,6 +188,7 @@ def _crop(view, i0, i1, t, channel_index):
     "The pixels [i0, i1] (inclusive, per dim) of a view's spatial array, read into memory."
     return np.asarray(_spatial_array(view, t, channel_index)[tuple(slice(a, b + 1) for a, b in zip(i0, i1))])
 
+# %% ../nbs/04_pairwise.ipynb #05471070
 def _sliced_crops(vf, vm, i0, i1, m_init, rest, t, channel_index):
     "Raw crops of two axis-aligned views of equal spacing (the moving box = the fixed one shifted by whole pixels)."
     sp_f, og_f = get_spacing(vf, True), get_origin(vf, True)

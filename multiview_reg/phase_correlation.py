@@ -149,6 +149,7 @@ def _refine_subpixel(a, b, mask, upsample, window_alpha, n_refine):
         if np.abs(step).max() < 2e-3: break
     return sub, b2
 
+# %% ../nbs/04a_phase_correlation.ipynb #b8b50d01
 def _ncc_after_shift(a, b2, mask, sub):
     "NCC of a patch and the other one shifted by `sub`, away from the borders the shift invalidates."
     inner = np.zeros_like(mask)

@@ -24,6 +24,7 @@ def pruning_method(name:str, # name to use with `prune(graph, name)` (case-insen
     "Decorator: register `f(graph, **kwargs) -> edges to keep` as a pruning method in `PRUNING_METHODS`."
     return PRUNING_METHODS.register(name, overwrite=overwrite)
 
+# %% ../nbs/03_pruning.ipynb #63442f49
 def register_pruning_method(name, func=None, overwrite=False):  # transitional: the old name of `pruning_method`
     return PRUNING_METHODS.register(name, func, overwrite=overwrite)
 
@@ -44,6 +45,7 @@ def _rejoin(graph, kept):
         if a != b: parent[a] = b; restored.append((u, v))
     return restored
 
+# %% ../nbs/03_pruning.ipynb #5a6e8e1e
 def _reconnect(graph, kept, method_name):
     "Edges to restore so that every connected component of `graph` stays connected in `kept`, with a warning."
     restored = _rejoin(graph, kept)
@@ -52,6 +54,7 @@ def _reconnect(graph, kept, method_name):
                       f"{len(restored)} edge(s) with the highest overlap to keep it connected: {restored}")
     return restored
 
+# %% ../nbs/03_pruning.ipynb #5d16227b
 def prune(graph:nx.Graph, # overlap graph from `build_overlap_graph` (edge attribute `overlap`)
           method="alternating_pattern", # a name in `PRUNING_METHODS`, a callable, or None to keep every edge
           **kwargs # passed on to the method
@@ -86,6 +89,7 @@ def _bipartite_above(sub, vals, k):
     h = nx.Graph([e for e in sub.edges if sub.edges[e]["overlap"] > thr])
     return nx.is_bipartite(h), h
 
+# %% ../nbs/03_pruning.ipynb #d4baad7a
 @pruning_method("alternating_pattern")
 def prune_alternating_pattern(graph:nx.Graph # overlap graph
                              ) -> nx.Graph: # the edges to keep, colours in `.graph['colors']`
@@ -119,6 +123,7 @@ def _central_node(graph, nodes):
     c = np.array([np.asarray(graph.nodes[n]["corners"]).mean(0) for n in nodes])
     return nodes[int(np.argmin(np.linalg.norm(c - c.mean(0), axis=1)))]
 
+# %% ../nbs/03_pruning.ipynb #af4c8b0e
 @pruning_method("shortest_paths_overlap_weighted")
 def prune_shortest_paths(graph:nx.Graph, # overlap graph
                          reference=None # view to start from; default the central view of each component
@@ -152,6 +157,7 @@ def otsu_threshold(values # 1D sample
     b = int(np.argmax(between))
     return float((v[b] + v[b + 1]) / 2)
 
+# %% ../nbs/03_pruning.ipynb #758ce617
 @pruning_method("otsu_threshold_on_overlap")
 def prune_otsu_threshold(graph:nx.Graph # overlap graph
                         ) -> list: # edges to keep
@@ -187,6 +193,7 @@ def _is_complete(graph):
     n = graph.number_of_nodes()
     return n >= 3 and graph.number_of_edges() == n * (n - 1) // 2
 
+# %% ../nbs/03_pruning.ipynb #d5922889
 @pruning_method("auto")
 def prune_auto(graph:nx.Graph # overlap graph
               ) -> nx.Graph: # the edges to keep; `.graph['auto']`: the method that ran ('alternating_pattern' or None)

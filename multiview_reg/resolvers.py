@@ -40,6 +40,7 @@ def _edge_key(graph, u, v):
     try: return (u, v) if u <= v else (v, u)
     except TypeError: return (u, v)
 
+# %% ../nbs/05_resolvers.ipynb #829a26b9
 class _Problem:
     "Arrays of one connected component: node index, per-edge transforms, overlap-box corners, weights."
     def __init__(self, graph, min_quality=1e-3):
@@ -111,14 +112,17 @@ def _graph_ndim(graph):
                 a = np.asarray(d[key]); return a.shape[0] - 1 if key == "transform" else a.shape[1]
     raise ValueError("graph: cannot tell the number of dimensions (no edge 'transform', node 'transform' or 'corners')")
 
+# %% ../nbs/05_resolvers.ipynb #1d497e8a
 def _has_transform(d):
     T = d.get("transform")
     return T is not None and bool(np.all(np.isfinite(np.asarray(T, float))))
 
+# %% ../nbs/05_resolvers.ipynb #9ad208c0
 def _sorted(nodes):
     try: return sorted(nodes)
     except TypeError: return sorted(nodes, key=str)
 
+# %% ../nbs/05_resolvers.ipynb #12bd6d28
 def _stage_gauge(params, graph, nodes):
     "Translate a component as a whole so that its views sit, on average, where the stage put them."
     pts, moved = [], []
@@ -131,6 +135,7 @@ def _stage_gauge(params, graph, nodes):
     H = affine_from_translation(shift)
     return {n: H @ params[n] for n in nodes}
 
+# %% ../nbs/05_resolvers.ipynb #ff7b4b29
 def _unknown_kwargs(func, kwargs):  # transitional: register (HEAD) imports it; use core.check_kwargs
     "Names in `kwargs` that `func` does not accept (empty when it takes **kwargs or has no signature)."
     try: ps = inspect.signature(func).parameters
@@ -225,10 +230,12 @@ class _Factor:
                              "use a simpler transform or a prior_weight > 0")
         return x
 
+# %% ../nbs/05_resolvers.ipynb #d1213610
 def _factor_solve(A, B, what):
     "Least squares via the normal equations of a sparse A (weights already applied), one LU for all columns of B."
     return _Factor(A, what, "MMD_AT_PLUS_A").solve(A.T @ B)
 
+# %% ../nbs/05_resolvers.ipynb #bc9a33a2
 def _assemble(n, q, ref, blocks):
     "Sparse matrix from blocks (rows, view index, local col, value); the reference view's columns are dropped."
     colmap = np.full(n * q, -1)
@@ -243,6 +250,7 @@ def _assemble(n, q, ref, blocks):
         nrows = max(nrows, int(rows.max()) + 1 if rows.size else 0)
     return sp.csr_matrix((np.concatenate(V), (np.concatenate(R), np.concatenate(C))), shape=(nrows, int(free.sum()) * q)), free
 
+# %% ../nbs/05_resolvers.ipynb #64fca018
 def _solve_linear(pb, active, ref, prior_weight=0.0, model="translation"):
     "Translation or affine corrections by sparse linear least squares over the overlap-box corner pairs."
     n, d, s = pb.n, pb.ndim, pb.scale
@@ -290,6 +298,7 @@ def _generators(d):
     g[2][1, 0], g[2][0, 1] = 1, -1
     return g
 
+# %% ../nbs/05_resolvers.ipynb #74e69798
 def _rotations(alpha, d):
     "Rotation matrices exp(sum alpha_k E_k) for a stack of rotation vectors (Rodrigues in 3D)."
     if d == 2:
@@ -302,6 +311,7 @@ def _rotations(alpha, d):
     b = np.where(small, 0.5 - th ** 2 / 24, (1 - np.cos(th)) / np.where(small, 1, th) ** 2)
     return np.eye(3) + a * Kx + b * Kx @ Kx
 
+# %% ../nbs/05_resolvers.ipynb #73fe8da4
 def _project(G, centres, model):
     "Nearest rigid (or similarity) transform to each affine, keeping where the view centre goes."
     d = G.shape[-1] - 1
@@ -316,6 +326,7 @@ def _project(G, centres, model):
     out[:, :-1, -1] = cen - np.einsum("nij,nj->ni", R, centres)
     return out
 
+# %% ../nbs/05_resolvers.ipynb #d5d829fd
 def _jacobian(z, gens, similarity):
     "d(U z)/d(params) at scaled, centred points z (..., d): translation, rotations, [scale] -> (..., d, p)."
     d = z.shape[-1]
@@ -324,6 +335,7 @@ def _jacobian(z, gens, similarity):
     if similarity: parts.append(z[..., None])
     return np.concatenate(parts, -1)
 
+# %% ../nbs/05_resolvers.ipynb #ebd8d02f
 def _solve_gauss_newton(pb, active, ref, prior_weight=0.0, model="rigid", G0=None, max_iter=50, tol=1e-12):
     "Rigid or similarity corrections by Gauss-Newton on the sparse corner-pair least squares (all views at once)."
     n, d, s = pb.n, pb.ndim, pb.scale
@@ -433,17 +445,20 @@ def _check_common(pb, transform, prior_weight, allowed=_TRANSFORMS):
     if not np.isscalar(prior_weight) or not np.isfinite(prior_weight) or prior_weight < 0:
         raise ValueError(f"prior_weight: expected a number >= 0, got {prior_weight!r}")
 
+# %% ../nbs/05_resolvers.ipynb #131757de
 def _solve(pb, active, ref, transform, prior_weight, G0=None, tol=1e-12):
     "Dispatch to the linear (translation, affine) or Gauss-Newton (rigid, similarity) solver -> (G, iterations)."
     if transform in ("translation", "affine"): return _solve_linear(pb, active, ref, prior_weight, transform), 1
     return _solve_gauss_newton(pb, active, ref, prior_weight, transform, G0=G0, tol=tol)
 
+# %% ../nbs/05_resolvers.ipynb #e5419201
 def _connected(pb, active):
     "Whether the active edges connect all views (scipy's connected components, fast for 10^4 views)."
     from scipy.sparse.csgraph import connected_components
     A = sp.coo_matrix((np.ones(int(active.sum())), (pb.f[active], pb.m[active])), shape=(pb.n, pb.n))
     return connected_components(A, directed=False)[0] == 1
 
+# %% ../nbs/05_resolvers.ipynb #56fcf5bc
 def _reference_index(pb, reference_view):
     "Index of the reference view: the one given if it is in this component, else the best-connected view."
     if reference_view is not None and reference_view in pb.index: return pb.index[reference_view]
