@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 from .orientation import as_image, orientation_direction, direction_to_code, reorient
+from .core import atomic_write
 
 # %% auto #0
 __all__ = ['ALLEN_BASE_URL', 'ALLEN_RESOLUTIONS', 'ALLEN_SHAPES', 'ALLEN_ORIENTATION', 'load_template', 'default_cache_dir',
@@ -73,23 +74,20 @@ def download_file(url:str, # http(s) URL
                   progress:bool=False, # show a tqdm bar
                   chunk_size:int=1 << 20 # bytes per read
                  ) -> Path: # `dest`
-    "Stream `url` into `dest` atomically (temp file then rename); nothing is left behind on failure."
+    "Stream `url` into `dest` atomically (`core.atomic_write`: temp file, then rename); nothing is left behind on failure."
     dest = Path(dest)
     if dest.exists(): return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    try:
+    def fetch(tmp):
         req = urllib.request.Request(url, headers={"User-Agent": "multiview_reg"})
-        with urllib.request.urlopen(req, timeout=timeout) as r, open(part, "wb") as f:
+        with urllib.request.urlopen(req, timeout=timeout) as r, open(tmp, "wb") as f:
             if getattr(r, "status", 200) != 200: raise DownloadError(f"{url} answered HTTP {r.status}, expected 200")
             n, digest = _stream(r, f, url, dest.name, progress, chunk_size)
         if sha256 is not None and digest != sha256.lower():
             raise DownloadError(f"{url}: SHA-256 {digest} does not match the expected {sha256}")
         if validate is not None:
-            try: validate(part)
+            try: validate(tmp)
             except Exception as e: raise DownloadError(f"{url}: downloaded file is invalid: {e}") from e
-        os.replace(part, dest)
-        return dest
+    try: return atomic_write(dest, fetch)
     except urllib.error.HTTPError as e:
         raise DownloadError(f"{url} answered HTTP {e.code} ({e.reason}); nothing was cached") from e
     except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
@@ -98,8 +96,6 @@ def download_file(url:str, # http(s) URL
     except http.client.IncompleteRead as e:
         raise DownloadError(f"{url}: connection closed early ({len(e.partial)} bytes in the last read); "
                             "truncated download, nothing was cached") from e
-    finally:
-        if part.exists(): part.unlink()
 
 # %% ../nbs/08b_templates.ipynb #b31eb81a
 @dataclass

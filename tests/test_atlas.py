@@ -161,7 +161,7 @@ def test_truncated_body_leaves_no_file(server, tmp_path):
     with pytest.raises(DownloadError, match="truncated"):
         load_allen_template(100, cache_dir=cache, base_url=url, progress=False, timeout=5)
     assert not (cache / "average_template_100.nrrd").exists()
-    assert not (cache / "average_template_100.nrrd.part").exists()
+    assert list(cache.iterdir()) == []                         # no partial or temporary file either
 
 
 def test_checksum_mismatch_leaves_no_file(server, tmp_path):
