@@ -78,22 +78,29 @@ def _write_tiff(path, array):
     from multiview_reg.core import atomic_write
     atomic_write(path, lambda tmp: tifffile.imwrite(tmp, array, compression="zlib"))
 
-def _deformation_fields(result, out, slab=32):
-    "Sample position (mm, sample array frame) of every template voxel, one TIFF per sample axis, in slabs."
-    import SimpleITK as sitk
+def _deformation_fields(result, out, slab=16):
+    "Sample position (mm, sample array frame) of every template voxel, one TIFF per sample axis, written in slabs."
+    import os, tifffile, SimpleITK as sitk
     from multiview_reg.atlas import _physical_to_array
     t = result.template; n = t.GetSize()
-    fields = [np.zeros(n[::-1], np.float32) for _ in range(3)]
-    for z0 in range(0, n[2], slab):
-        size = (n[0], n[1], min(slab, n[2] - z0))
-        disp = sitk.TransformToDisplacementField(result.transform, sitk.sitkVectorFloat64, size,
-                                                 t.TransformIndexToPhysicalPoint((0, 0, z0)), t.GetSpacing(), t.GetDirection())
-        ref = sitk.Image(size, sitk.sitkUInt8); ref.CopyInformation(disp)
-        grid = np.stack(np.meshgrid(*[np.arange(s) for s in size[::-1]], indexing="ij"), -1).reshape(-1, 3)[:, ::-1]
-        phys = grid @ (np.asarray(t.GetDirection()).reshape(3, 3) * t.GetSpacing()).T + np.asarray(disp.GetOrigin())
-        q = _physical_to_array(result.sample, phys + sitk.GetArrayFromImage(disp).reshape(-1, 3))
-        for k in range(3): fields[k][z0:z0 + size[2]] = q[:, k].reshape(size[::-1])
-    for k in range(3): _write_tiff(Path(out) / f"deformation_field_{k}.tiff", fields[k])
+    paths = [Path(out) / f"deformation_field_{k}.tiff" for k in range(3)]
+    tmps = [p.with_name(f".{p.name}.part") for p in paths]
+    try:
+        maps = [tifffile.memmap(tp, shape=n[::-1], dtype=np.float32) for tp in tmps]   # bounded memory at 10-25 um
+        M = np.asarray(t.GetDirection()).reshape(3, 3) * t.GetSpacing()
+        for z0 in range(0, n[2], slab):
+            size = (n[0], n[1], min(slab, n[2] - z0))
+            disp = sitk.TransformToDisplacementField(result.transform, sitk.sitkVectorFloat64, size,
+                                                     t.TransformIndexToPhysicalPoint((0, 0, z0)), t.GetSpacing(), t.GetDirection())
+            grid = np.stack(np.meshgrid(*[np.arange(s) for s in size[::-1]], indexing="ij"), -1).reshape(-1, 3)[:, ::-1]
+            q = _physical_to_array(result.sample, grid @ M.T + np.asarray(disp.GetOrigin()) + sitk.GetArrayFromImage(disp).reshape(-1, 3))
+            for k in range(3): maps[k][z0:z0 + size[2]] = q[:, k].reshape(size[::-1])
+        for m in maps: m.flush()
+        del maps
+        for tp, p in zip(tmps, paths): os.replace(tp, p)
+    finally:
+        for tp in tmps:
+            if tp.exists(): tp.unlink()
 
 # %% ../nbs/08d_atlas_cli.ipynb #30a1d997
 def _overlay_png(result, labels_on_sample, path):
@@ -229,7 +236,7 @@ def _run(args, DownloadError):
         res = register_to_atlas(sample, spacing, atlas, transform_types=args.transform_types, orientation=code,
                                 max_voxels=args.max_voxels, progress=not args.quiet)
         write_atlas_outputs(res, args.out, atlas.structures, deformation=not args.no_deformation)
-    except (AtlasInputError, DownloadError, FileNotFoundError, ValueError) as e:
+    except (AtlasInputError, DownloadError, FileNotFoundError, ValueError, TypeError) as e:
         print(f"multiview-reg atlas: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
     q = res.info["quality"]

@@ -564,3 +564,15 @@ def test_cli_end_to_end_on_a_loopback_served_template(server, tmp_path):
     q = np.array(tmpl.TransformPhysicalPointToContinuousIndex(p)[::-1])                # on the 'pir' grid (numpy order)
     expect = (reorient_affine("pir", "air", sitk.GetArrayFromImage(tmpl).shape) @ np.r_[q, 1])[:3] * 0.2
     assert np.linalg.norm([f[k][i] for k in range(3)] - expect) < 0.2                   # within one voxel
+
+
+def test_tissue_crop_ignores_a_bright_artefact_on_the_real_brain():
+    "Issue 21 build 2: a saturated speck outside the brain changes neither the crop nor the normalised tissue."
+    img = _real_brain(0.2)
+    a = sitk.GetArrayFromImage(img)
+    b = np.pad(a, 8); b[2:5, 2:5, 2:5] = 50 * a.max()                     # a bubble/reflection in a corner
+    with_art = as_image(b, 0.2); clean = as_image(np.pad(a, 8), 0.2)
+    (_, box_a), (_, box_c) = crop_to_tissue(with_art, 0.5), crop_to_tissue(clean, 0.5)
+    assert box_a == box_c and min(box_a[0]) >= 8 - 3
+    n = sitk.GetArrayFromImage(normalize_intensity(with_art))
+    assert np.percentile(n[8:-8, 8:-8, 8:-8][sitk.GetArrayFromImage(tissue_mask(img)) > 0], 50) > 0.2   # tissue not crushed
