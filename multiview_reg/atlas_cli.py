@@ -12,7 +12,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['AtlasInputError', 'read_sample', 'hemisphere_map', 'volumes_table', 'write_atlas_outputs', 'add_atlas_parser',
-           'atlas_main']
+           'run_atlas', 'atlas_main']
 
 # %% ../nbs/08d_atlas_cli.ipynb #a4e4105c
 class AtlasInputError(ValueError):
@@ -215,31 +215,34 @@ def _load_inputs(args):
     sample = read_sample(args.sample)
     return atlas, sample, code, tuple(v / 1000 for v in vs)
 
+# %% ../nbs/08d_atlas_cli.ipynb #05bc2da4
+def _register_and_write(args):
+    t0 = time.perf_counter()
+    atlas, sample, code, spacing = _load_inputs(args)
+    if atlas.annotation is None: raise AtlasInputError("--labels: the template has no annotation to warp into the sample")
+    from multiview_reg.atlas import register_to_atlas
+    res = register_to_atlas(sample, spacing, atlas, transform_types=args.transform_types, orientation=code,
+                            max_voxels=args.max_voxels, progress=not args.quiet)
+    write_atlas_outputs(res, args.out, atlas.structures, deformation=not args.no_deformation)
+    q = res.info["quality"]
+    print(f"registered {args.sample} to the atlas in {time.perf_counter() - t0:.0f} s: NCC "
+          + " -> ".join(f"{k} {v:.3f}" for k, v in q.items()) + f" (kept {res.info['kept']}); wrote {args.out}")
+
+def run_atlas(args # parsed arguments (from `add_atlas_parser`'s parser)
+             ) -> int: # exit status: 0, or 2 for bad input (one line on stderr)
+    "Run the `atlas` command on parsed arguments; warnings and errors are printed in one line each."
+    import warnings
+    from multiview_reg.templates import DownloadError
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda m, *a, **k: print(f"multiview-reg atlas: warning: {m}", file=sys.stderr)
+        try: _register_and_write(args)
+        except (AtlasInputError, DownloadError, FileNotFoundError, ValueError, TypeError) as e:
+            print(f"multiview-reg atlas: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+            return 2
+    return 0
+
 # %% ../nbs/08d_atlas_cli.ipynb #9b080df5
 def atlas_main(argv=None # arguments after `atlas` (default: sys.argv[1:])
               ) -> int: # exit status: 0, or 2 for bad input (one line on stderr)
     "The `multiview-reg atlas` command: register a whole brain to an atlas, write brainreg-style outputs."
-    from multiview_reg.templates import DownloadError
-    import warnings
-    args = _add_arguments(_OneLineParser(prog="multiview-reg atlas")).parse_args(argv)
-    show = lambda m, *a, **k: print(f"multiview-reg atlas: warning: {m}", file=sys.stderr)
-    with warnings.catch_warnings():
-        warnings.showwarning = show
-        return _run(args, DownloadError)
-
-def _run(args, DownloadError):
-    try:
-        t0 = time.perf_counter()
-        atlas, sample, code, spacing = _load_inputs(args)
-        if atlas.annotation is None: raise AtlasInputError("--labels: the template has no annotation to warp into the sample")
-        from multiview_reg.atlas import register_to_atlas
-        res = register_to_atlas(sample, spacing, atlas, transform_types=args.transform_types, orientation=code,
-                                max_voxels=args.max_voxels, progress=not args.quiet)
-        write_atlas_outputs(res, args.out, atlas.structures, deformation=not args.no_deformation)
-    except (AtlasInputError, DownloadError, FileNotFoundError, ValueError, TypeError) as e:
-        print(f"multiview-reg atlas: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 2
-    q = res.info["quality"]
-    print(f"registered {args.sample} to the atlas in {time.perf_counter() - t0:.0f} s: NCC "
-          + " -> ".join(f"{k} {v:.3f}" for k, v in q.items()) + f" (kept {res.info['kept']}); wrote {args.out}")
-    return 0
+    return run_atlas(_add_arguments(_OneLineParser(prog="multiview-reg atlas")).parse_args(argv))
