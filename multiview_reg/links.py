@@ -141,15 +141,18 @@ def _quality_verdicts(graph, edges, threshold, discriminating, floor_text):
             out[e] = _verdict(True, "ok" if discriminating else "ok (agrees with the stage model)", quality=q)
     return out
 
-# %% ../nbs/05b_links.ipynb #4c07b150
+# %% ../nbs/05b_links.ipynb #afb98913
 def _link_threshold(graph, edges, null_qualities, min_link_quality):
     "(threshold, discriminating, what the threshold is called) for the links' qualities."
     q = np.array([float(graph.edges[e].get("quality", 0.0)) for e in edges])
     if min_link_quality is None: return 0.0, True, "zero"
     if min_link_quality != "auto":
-        x = float(min_link_quality)
+        try: x = float(min_link_quality)
+        except (TypeError, ValueError): x = np.nan
         if not 0 <= x <= 1: raise ValueError(f"min_link_quality: expected 'auto', None or a number in [0, 1], got {min_link_quality!r}")
         return x, True, "min_link_quality"
+    if len(null_qualities) == 0:  # no null samples (a pairwise function that does not search): a noise floor
+        return (float(min(0.25, 0.25 * np.median(q))) if q.size else 0.0), True, "the noise floor min(0.25, 0.25 x median quality)"
     thr = null_threshold(null_qualities)
     pos = q[q > 0]
     discriminating = bool(pos.size and thr < np.median(pos))

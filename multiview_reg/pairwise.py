@@ -20,7 +20,7 @@ from .graph import overlap_region
 
 # %% auto #0
 __all__ = ['PAIRWISE_METHODS', 'register_pairwise_method', 'pairwise_method', 'get_pairwise_method', 'OverlapPair',
-           'auto_binning', 'extract_overlap_pair', 'register_edge', 'register_pair', 'plot_pair_overlay']
+           'auto_binning', 'extract_overlap_pair', 'null_crops', 'register_edge', 'register_pair', 'plot_pair_overlay']
 
 # %% ../nbs/04_pairwise.ipynb #ce18ae7c
 _PHYSICAL_KWS = ("fixed_origin", "moving_origin", "fixed_spacing", "moving_spacing", "initial_affine")
@@ -223,6 +223,30 @@ def _resampled_crops(vf, vm, i0, i1, m_init, rest, t, channel_index):
     res = ndimage.affine_transform(crop_m, mat, output_shape=crop_f.shape, order=1, mode="constant", cval=np.nan)
     return crop_f, res.astype(np.float32), o_f, s_f
 
+# %% ../nbs/04_pairwise.ipynb #a5c95583
+def _margin(value, dims, name="max_shift"):
+    "A search margin as a per-dim array, physical: a number, a sequence in `dims` order, or a dict by dim."
+    if value is None: return np.zeros(len(dims))
+    if isinstance(value, dict):
+        unknown = [d for d in value if d not in dims]
+        if unknown: raise ValueError(f"{name}: unknown dims {unknown}; the views have {dims}")
+        value = [value.get(d, 0.0) for d in dims]
+    try: m = np.broadcast_to(np.asarray(value, float), (len(dims),)).copy()
+    except (TypeError, ValueError): raise ValueError(f"{name}: expected a number, one per dim {dims} or a dict by dim, got {value!r}")
+    if np.any(~np.isfinite(m)) or np.any(m < 0): raise ValueError(f"{name}: expected non-negative physical distances, got {value!r}")
+    return m
+
+def _wide_crops(vf, vm, reg_wide, tf, tm, rest, t, channel_index):
+    "Each view's part of the widened overlap, read separately (axis-aligned views of equal spacing)."
+    out = []
+    for v, T in ((vf, tf), (vm, tm)):
+        p = apply_affine(invert_affine(T), reg_wide.vertices)
+        i0, i1 = index_range(p.min(0), p.max(0), get_origin(v, True), get_spacing(v, True), get_shape(v, True))
+        sp = get_spacing(v, True)
+        out.append((_bin(_crop(v, i0, i1, t, channel_index), rest), get_origin(v, True) + i0 * sp + (rest - 1) * sp / 2, sp * rest))
+    (cf, o_f, s_f), (cm, o_m, s_m) = out
+    return cf, cm, o_f, o_m, s_f, s_m
+
 # %% ../nbs/04_pairwise.ipynb #501ab582
 def extract_overlap_pair(view_fixed, # fixed view (DataArray) or multiscale view
                          view_moving, # moving view (DataArray) or multiscale view
@@ -233,27 +257,32 @@ def extract_overlap_pair(view_fixed, # fixed view (DataArray) or multiscale view
                          res_level:int=None, # pyramid level of multiscale views to read
                          max_pixels:int=2**21, # pixel budget per crop for automatic binning
                          resample:bool=None, # force (True) or forbid (False) resampling; None: only when needed
-                         channel_index:int=None # channel to register, for views with a 'c' dim (default 0)
+                         channel_index:int=None, # channel to register, for views with a 'c' dim (default 0)
+                         search_margin=None # widen each crop by this into the other view, physical (number, per dim or dict)
                         ) -> OverlapPair:
-    "Read the overlap of two views (only the overlap) as two crops plus their physical frames."
+    "Read the overlap of two views (only the overlap, widened by `search_margin`) as two crops plus their physical frames."
     dims = get_spatial_dims(view_fixed)
     if get_spatial_dims(view_moving) != dims:
         raise ValueError(f"view_moving: spatial dims {get_spatial_dims(view_moving)} differ from the fixed view's {dims}")
     nd = len(dims)
     reg = overlap_region(view_fixed, view_moving, transform_key, tolerance=tolerance, t=t)
-    if reg is None: raise ValueError("view_fixed, view_moving: the views do not overlap under "
-                                     f"{transform_key!r} (with tolerance {tolerance})")
+    margin = np.maximum(_margin(search_margin, dims, "search_margin"), _margin(tolerance, dims, "tolerance"))
+    wide = reg if not margin.any() else overlap_region(view_fixed, view_moving, transform_key, t=t,
+                                                       tolerance=dict(zip(dims, margin.tolist())))
+    if wide is None: raise ValueError("view_fixed, view_moving: the views do not overlap under "
+                                      f"{transform_key!r} (with tolerance {tolerance}, search margin {search_margin})")
+    reg = reg if reg is not None else wide
     level, rest = _choose_level(view_fixed, view_moving, binning, res_level, dims)
     vf = as_view(view_fixed, level or 0); vm = as_view(view_moving, level or 0)
     tf, tm = _affine_at(vf, transform_key, t), _affine_at(vm, transform_key, t)
     m_init = invert_affine(tm) @ tf  # fixed physical -> moving physical
-    v_f = apply_affine(invert_affine(tf), reg.vertices)  # overlap polytope in fixed physical coordinates
+    v_f = apply_affine(invert_affine(tf), wide.vertices)  # overlap polytope in fixed physical coordinates
     i0, i1 = index_range(v_f.min(0), v_f.max(0), get_origin(vf, True), get_spacing(vf, True), get_shape(vf, True))
     if level is None:  # automatic: binning from the overlap size at full resolution, then a matching level
         rest = np.array(auto_binning(i1 - i0 + 1, max_pixels))
         if is_multiscale(view_fixed) and is_multiscale(view_moving) and np.any(rest > 1):
             return extract_overlap_pair(view_fixed, view_moving, transform_key, tolerance, t, tuple(rest), None,
-                                        max_pixels, resample, channel_index)
+                                        max_pixels, resample, channel_index, search_margin)
         level = 0
     rest = np.asarray(rest, int)
     aligned = (np.allclose(m_init[:-1, :-1], np.eye(nd), atol=1e-9)
@@ -262,7 +291,9 @@ def extract_overlap_pair(view_fixed, # fixed view (DataArray) or multiscale view
     if not do_resample and not aligned: raise ValueError("resample: False needs axis-aligned views with equal spacing")
     meta = (tuple(int(x) for x in rest), int(level), dims, tf, tm, reg)
     if not do_resample:
-        cf, cm, o_f, o_m, s_f, s_m = _sliced_crops(vf, vm, i0, i1, m_init, rest, t, channel_index)
+        crops = (_wide_crops(vf, vm, wide, tf, tm, rest, t, channel_index) if margin.any()
+                 else _sliced_crops(vf, vm, i0, i1, m_init, rest, t, channel_index))
+        cf, cm, o_f, o_m, s_f, s_m = crops
         return OverlapPair(cf, cm, o_f, o_m, s_f, s_m, m_init, np.eye(nd + 1), False, *meta)
     cf, cm, o_f, s_f = _resampled_crops(vf, vm, i0, i1, m_init, rest, t, channel_index)
     return OverlapPair(cf, cm, o_f, o_f.copy(), s_f, s_f.copy(), np.eye(nd + 1), m_init, True, *meta)
@@ -345,6 +376,28 @@ def _call_pairwise(func, op, kwargs):
     q = 0.0 if not np.isfinite(q) else float(np.clip(q, 0, 1))
     return mat, q, extra
 
+# %% ../nbs/04_pairwise.ipynb #eec219b5
+def _parameters(func) -> set:
+    "Names of a function's parameters (empty when it has no signature)."
+    try: return set(inspect.signature(func).parameters)
+    except (TypeError, ValueError): return set()
+
+def null_crops(fixed, # fixed overlap crop (array, NaN = no data)
+               n:int=1 # how many mirrored versions (at most 2**ndim - 1)
+              ) -> list:
+    "Mirrored copies of `fixed` (flipped along all axes first, then subsets): crops that do not correspond."
+    a = np.asarray(fixed)
+    subsets = sorted(range(1, 2 ** a.ndim), key=lambda m: (-bin(m).count("1"), m))[:max(0, int(n))]
+    return [np.ascontiguousarray(np.flip(a, axis=tuple(d for d in range(a.ndim) if m >> d & 1))) for m in subsets]
+
+def _null_qualities(func, op, kw, n):
+    "The pairwise function's quality on `n` mirrored versions of the fixed crop (crops that do not correspond)."
+    from dataclasses import replace
+    # no warnings.catch_warnings here: it is not thread-safe, and this runs in dask threads. A mirrored crop is
+    # degenerate exactly when the crop is, and then there is nothing to calibrate.
+    if _degenerate(np.asarray(op.fixed_data, float), "fixed"): return []
+    return [_call_pairwise(func, replace(op, fixed_data=crop), kw)[1] for crop in null_crops(op.fixed_data, n)]
+
 # %% ../nbs/04_pairwise.ipynb #0f2f0db0
 def register_edge(views:list, # the views (DataArrays or multiscale views)
                   u:int, # index of one view of the edge
@@ -357,7 +410,9 @@ def register_edge(views:list, # the views (DataArrays or multiscale views)
                   overlap_tolerance=0.0, # grow the overlap by this, physical
                   t:int=None, # time index
                   reg_channel_index:int=None, # channel index for views with a 'c' dim
-                  max_pixels:int=2**21 # pixel budget per crop for automatic binning
+                  max_pixels:int=2**21, # pixel budget per crop for automatic binning
+                  max_shift=None, # search range: how far the true overlap may be from the stage's, physical (number, per dim or dict)
+                  null_samples:int=0 # also score this many mirrored crops (links.null_crops): `null_qualities` in the result
                  ) -> dict:
     "Register one edge: {'fixed', 'moving', 'transform' (world correction P), 'quality', 'bbox', diagnostics}."
     if u == v: raise ValueError(f"u, v: an edge needs two different views, got {u} twice")
@@ -369,8 +424,12 @@ def register_edge(views:list, # the views (DataArrays or multiscale views)
     _check_func_kwargs(func, pairwise_reg_func_kwargs)
     op = extract_overlap_pair(views[fixed], views[moving], transform_key, tolerance=overlap_tolerance, t=t,
                               binning=registration_binning, res_level=reg_res_level, max_pixels=max_pixels,
-                              resample=True if space == "pixel" else None, channel_index=reg_channel_index)
-    m_crop, quality, extra = _call_pairwise(func, op, dict(pairwise_reg_func_kwargs or {}))
+                              resample=True if space == "pixel" else None, channel_index=reg_channel_index,
+                              search_margin=max_shift)
+    kw = dict(pairwise_reg_func_kwargs or {})
+    if max_shift is not None and "max_shift" in _parameters(func) and "max_shift" not in kw:
+        kw["max_shift"] = _margin(max_shift, op.dims)  # functions that search are told how far
+    m_crop, quality, extra = _call_pairwise(func, op, kw)
     m_view = op.moving_to_view @ m_crop  # fixed physical -> moving physical
     tf, tm, reg = op.fixed_transform, op.moving_transform, op.region
     p = tf @ invert_affine(m_view) @ invert_affine(tm)
@@ -382,6 +441,7 @@ def register_edge(views:list, # the views (DataArrays or multiscale views)
            "shift_px": shift_px, "binning": op.binning, "res_level": op.res_level, "resampled": op.resampled,
            "overlap_shape": tuple(op.fixed_data.shape)}
     out.update({k: val for k, val in extra.items() if k not in out})
+    if null_samples: out["null_qualities"] = _null_qualities(func, op, kw, null_samples)
     return out
 
 # %% ../nbs/04_pairwise.ipynb #422f5642

@@ -99,40 +99,58 @@ def _lucas_kanade_step(a, b2, mask, sub):
     return sol[2:] / sol[0]
 
 # %% ../nbs/04a_phase_correlation.ipynb #fa5624dc
-def _peak_candidates(f, m, mf, mm, window_alpha, n_peaks):
-    "The `n_peaks` strongest distinct peaks of the phase correlation (indices on the padded FFT grid) and that grid."
+def _allowed(fast, shape_f, shape_m, window):
+    "Boolean mask on the FFT grid: positions with a wrap-around variant inside the crops and, if given, the window."
+    nd = len(fast)
+    ok = np.ones(fast, bool)
+    for d in range(nd):
+        p = np.arange(fast[d])
+        inside = np.zeros(fast[d], bool)
+        for v in (p, p - fast[d]):
+            good = (v > -shape_f[d]) & (v < shape_m[d])
+            if window is not None: good &= np.abs(v - window[0][d]) <= window[1][d] + 1
+            inside |= good
+        sh = [1] * nd; sh[d] = fast[d]
+        ok = ok & inside.reshape(sh)
+    return ok
+
+def _peak_candidates(f, m, mf, mm, window_alpha, n_peaks, window=None):
+    "The `n_peaks` highest local maxima of the phase correlation (inside `window` = (centre, half-width) px, if given) and the FFT grid."
     shape = tuple(max(a, b) for a, b in zip(f.shape, m.shape))
     fast = tuple(sfft.next_fast_len(n, real=True) for n in shape)
     F = sfft.rfftn(_prepare(f, mf, _tukey_window(f.shape, window_alpha)), fast)
     M = sfft.rfftn(_prepare(m, mm, _tukey_window(m.shape, window_alpha)), fast)
     X = np.conj(F) * M
     X /= np.abs(X) + 1e-12 * np.abs(X).max() + 1e-30
-    r = sfft.irfftn(X, fast).ravel()
-    top = np.argpartition(r, -min(r.size, 8 * n_peaks))[-8 * n_peaks:]
-    peaks = []
-    for ti in top[np.argsort(r[top])[::-1]]:
-        p = np.array(np.unravel_index(ti, fast))
-        if all(np.max(np.minimum(np.abs(p - q), np.array(fast) - np.abs(p - q))) > 1 for q in peaks): peaks.append(p)
-        if len(peaks) == n_peaks: break
-    return peaks, fast
+    r = sfft.irfftn(X, fast)
+    # a true match seen through a small overlap gives a weak peak: divide by the overlap's share of the windows, so
+    # that the candidates are chosen by match quality, not by overlap size (floored: tiny overlaps stay weak)
+    wf, wm = (mask * _tukey_window(mask.shape, window_alpha) for mask in (mf, mm))
+    w = sfft.irfftn(np.conj(sfft.rfftn(wf, fast)) * sfft.rfftn(wm, fast), fast)
+    r = r / np.maximum(w / max(float(w.max()), 1e-30), 0.1)
+    # local maxima, not the highest pixels: a lattice or a line gives ridges, whose top pixels all sit on one ridge
+    peaks = (ndimage.maximum_filter(r, size=3, mode="wrap") == r) & _allowed(fast, f.shape, m.shape, window)
+    idx = np.flatnonzero(peaks)
+    top = idx[np.argsort(r.ravel()[idx])[::-1][:n_peaks]]
+    return [np.array(np.unravel_index(k, fast)) for k in top], fast
 
 # %% ../nbs/04a_phase_correlation.ipynb #b243e241
-def _best_integer_shift(f, m, mf, mm, peaks, fast, min_overlap):
-    "Among every wrap-around variant of the peaks, the integer shift with the best overlap NCC: (score, shift, slices) or None."
+def _integer_candidates(f, m, mf, mm, peaks, fast, min_overlap, window=None):
+    "Every wrap-around variant of the peaks (inside `window`) as (overlap NCC, shift, slices), best first."
     nd = f.ndim
     n_valid = min(int(mf.sum()), int(mm.sum()))
-    best = None
+    out = []
     for p in peaks:
-        opts = [[v for v in {int(p[d]), int(p[d]) - fast[d]} if -f.shape[d] < v < m.shape[d]] for d in range(nd)]
+        opts = [[v for v in {int(p[d]), int(p[d]) - fast[d]} if -f.shape[d] < v < m.shape[d]
+                 and (window is None or abs(v - window[0][d]) <= window[1][d] + 1)] for d in range(nd)]
         if not all(opts): continue
         for s in np.array(np.meshgrid(*opts, indexing="ij")).reshape(nd, -1).T:
             sl = _overlap_slices(f.shape, m.shape, s)
             if sl is None: continue
             mask = mf[sl[0]] & mm[sl[1]]
             if int(mask.sum()) < min_overlap * n_valid: continue
-            score = ncc(f[sl[0]], m[sl[1]], mask)
-            if best is None or score > best[0]: best = (score, s, sl)
-    return best
+            out.append((ncc(f[sl[0]], m[sl[1]], mask), s, sl))
+    return sorted(out, key=lambda c: -c[0])
 
 # %% ../nbs/04a_phase_correlation.ipynb #0446db95
 def _refine_subpixel(a, b, mask, upsample, window_alpha, n_refine):
@@ -162,10 +180,13 @@ def _ncc_after_shift(a, b2, mask, sub):
 def phase_correlation_shift(fixed, # fixed crop (array, NaN = no data)
                             moving, # moving crop on the same pixel grid (same spacing; shapes may differ)
                             upsample_factor:int=None, # sub-pixel precision 1/upsample_factor px; default 100 (2D), 50 (3D)
-                            n_peaks:int=5, # peak candidates of the phase correlation to score
+                            n_peaks:int=8, # local maxima of the phase correlation to score
                             min_overlap:float=0.1, # least overlap, as a fraction of the valid pixels, for a candidate
                             window_alpha:float=0.25, # Tukey window taper fraction
-                            n_refine:int=10 # at most this many Gauss-Newton refinement steps
+                            n_refine:int=10, # at most this many Gauss-Newton refinement steps
+                            expected_shift=None, # the shift the stage positions give, px (moving index = fixed index + shift)
+                            max_shift_px=None, # search only shifts within this of `expected_shift`, px (scalar or per dim)
+                            ambiguity:float=0.1 # candidates within this NCC of the best are compared after sub-pixel refinement
                            ) -> tuple: # (shift_px, ncc): moving index = fixed index + shift_px; NCC after the shift
     "Shift between two crops, pixels: phase correlation (Kuglin & Hines 1975), upsampled DFT (Guizar-Sicairos et al. 2008, doi:10.1364/OL.33.000156), Lucas & Kanade (1981) steps."
     f = np.asarray(getattr(fixed, "data", fixed), dtype=np.float32)
@@ -173,14 +194,51 @@ def phase_correlation_shift(fixed, # fixed crop (array, NaN = no data)
     if f.ndim != m.ndim: raise ValueError(f"moving: has {m.ndim} dims, fixed has {f.ndim}")
     up = upsample_factor or (100 if f.ndim == 2 else 50)
     mf, mm = np.isfinite(f), np.isfinite(m)
+    window = _search_window(expected_shift, max_shift_px, f.ndim)
     # the small matrix products below are slower with threaded BLAS on a busy machine; pairs run in parallel anyway
     with _single_threaded_blas():
-        best = _best_integer_shift(f, m, mf, mm, *_peak_candidates(f, m, mf, mm, window_alpha, n_peaks), min_overlap)
-        if best is None: return np.zeros(f.ndim), 0.0
-        _, s, (sf, sm) = best
-        a, b, mask = f[sf], m[sm], mf[sf] & mm[sm]
-        sub, b2 = _refine_subpixel(a, b, mask, up, window_alpha, n_refine)
-        return s + sub, _ncc_after_shift(a, b2, mask, sub)
+        cands = _integer_candidates(f, m, mf, mm, *_peak_candidates(f, m, mf, mm, window_alpha, n_peaks, window),
+                                    min_overlap, window)
+        if window is not None: cands = sorted(cands + _nominal_candidates(f, m, mf, mm, window, window_alpha, n_peaks,
+                                                                          min_overlap), key=lambda c: -c[0])
+        if not cands: return np.zeros(f.ndim), 0.0
+        # at integer shifts a thin structure scores low at the true shift and as high one period away: the close
+        # candidates are compared after sub-pixel refinement
+        close = [c for c in cands if c[0] >= cands[0][0] - ambiguity][:4]
+        return max((_refined(f, m, mf, mm, c, up, window_alpha, n_refine) for c in close), key=lambda r: r[1])
+
+def _search_window(expected_shift, max_shift_px, nd):
+    "(centre, half-width) in px, or None for an unrestricted search."
+    if max_shift_px is None: return None
+    w = np.broadcast_to(np.asarray(max_shift_px, float), (nd,))
+    if np.any(~np.isfinite(w)) or np.any(w < 0): raise ValueError(f"max_shift_px: expected non-negative numbers, got {max_shift_px!r}")
+    c = np.zeros(nd) if expected_shift is None else np.broadcast_to(np.asarray(expected_shift, float), (nd,))
+    return c, w
+
+def _nominal_candidates(f, m, mf, mm, window, window_alpha, n_peaks, min_overlap):
+    "Candidates from the nominal overlap alone (where the stage puts it), scored on the whole crops: a true overlap at the edge of widened crops is tapered away by their window, not by this one's."
+    sl = _overlap_slices(f.shape, m.shape, np.round(window[0]).astype(int))
+    if sl is None: return []
+    a, b = f[sl[0]], m[sl[1]]
+    off = np.array([x.start for x in sl[1]]) - np.array([x.start for x in sl[0]])
+    sub = _integer_candidates(a, b, mf[sl[0]], mm[sl[1]], *_peak_candidates(a, b, mf[sl[0]], mm[sl[1]], window_alpha, n_peaks),
+                              min_overlap)
+    out = []
+    for _, s, _ in sub:
+        s = s + off
+        if np.any(np.abs(s - window[0]) > window[1] + 1): continue
+        w = _overlap_slices(f.shape, m.shape, s)
+        if w is None: continue
+        mask = mf[w[0]] & mm[w[1]]
+        if mask.sum() >= 4: out.append((ncc(f[w[0]], m[w[1]], mask), s, w))
+    return out
+
+def _refined(f, m, mf, mm, cand, up, window_alpha, n_refine):
+    "Sub-pixel refinement of one integer candidate: (shift, NCC after the shift)."
+    _, s, (sf, sm) = cand
+    a, b, mask = f[sf], m[sm], mf[sf] & mm[sm]
+    sub, b2 = _refine_subpixel(a, b, mask, up, window_alpha, n_refine)
+    return s + sub, _ncc_after_shift(a, b2, mask, sub)
 
 # %% ../nbs/04a_phase_correlation.ipynb #1ed44bcd
 @pairwise_method("phase_correlation")
@@ -193,9 +251,10 @@ def phase_correlation(fixed_data, # fixed crop
                       moving_spacing, # pixel size of the moving crop, physical
                       initial_affine, # fixed physical -> moving physical from the current transforms
                       upsample_factor:int=None, # sub-pixel precision 1/upsample_factor px
-                      n_peaks:int=5, # peak candidates to score
+                      n_peaks:int=8, # local maxima of the phase correlation to score
                       min_overlap:float=0.1, # least overlap fraction for a candidate shift
-                      window_alpha:float=0.25 # Tukey window taper fraction
+                      window_alpha:float=0.25, # Tukey window taper fraction
+                      max_shift=None # search only within this of the stage positions, physical (scalar or per dim); None: anywhere
                      ) -> dict:
     "Translation-only registration by phase correlation (Kuglin & Hines 1975; Guizar-Sicairos et al. 2008, doi:10.1364/OL.33.000156)."
     f = np.asarray(getattr(fixed_data, "data", fixed_data))
@@ -210,6 +269,9 @@ def phase_correlation(fixed_data, # fixed crop
     if why:
         warnings.warn(f"phase_correlation: {why}; returning the initial transform with quality 0")
         return {"affine_matrix": init, "quality": 0.0}
-    shift, ncc = phase_correlation_shift(f, m, upsample_factor, n_peaks, min_overlap, window_alpha)
+    expected = (fo + init[:-1, -1] - mo) / fs  # the stage positions' shift, in crop pixels
+    win = None if max_shift is None else _vec(max_shift) / fs
+    shift, ncc = phase_correlation_shift(f, m, upsample_factor, n_peaks, min_overlap, window_alpha,
+                                         expected_shift=expected, max_shift_px=win)
     return {"affine_matrix": affine_from_translation(mo - fo + fs * shift),
             "quality": float(np.clip(ncc, 0, 1)), "shift_px": shift}

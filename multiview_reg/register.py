@@ -25,6 +25,8 @@ from .pairwise import register_edge, get_pairwise_method, _affine_at, _check_fun
 from .resolvers import resolve, RESOLVERS
 from .core import check_kwargs, atomic_write
 from .scale import plan_registration
+from .links import assess_links, default_max_shift, place_by_stage_model
+
 
 # %% auto #0
 __all__ = ['check_inputs', 'check_methods', 'squeeze_z', 'plan_pairwise', 'registration_graph', 'pairwise_cache',
@@ -245,7 +247,7 @@ def _active_client():
     return c if dask.config.get("scheduler", None) in (None, "dask.distributed", "distributed") else None
 
 # %% ../nbs/06_register.ipynb #e4b9a3f3
-def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_files=None):
+def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_files=None, null_counts=None):
     "Run register_edge for every edge under the active dask scheduler; results in edge order (cached ones reused)."
     out = [None] * len(edges)
     cache_files = cache_files or [None] * len(edges)
@@ -256,7 +258,9 @@ def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_fil
     if not edges: return out
     if n_parallel is not None and (not isinstance(n_parallel, (int, np.integer)) or n_parallel < 1):
         raise ValueError(f"n_parallel_pairwise_regs: expected a positive integer or None, got {n_parallel!r}")
-    tasks = {i: dask.delayed(_edge_task, pure=False)([views[edges[i][0]], views[edges[i][1]]], *edges[i], kw, points,
+    null_counts = null_counts or {}
+    tasks = {i: dask.delayed(_edge_task, pure=False)([views[edges[i][0]], views[edges[i][1]]], *edges[i],
+                                                      dict(kw, null_samples=null_counts.get(i, 0)), points,
                                                       cache_files[i]) for i in todo}
     bar = tqdm(total=len(edges), initial=len(edges) - len(todo), desc="pairwise registrations", unit="pair",
                disable=not progress, leave=False)
@@ -284,6 +288,14 @@ def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_fil
         bar.close()
     return out
 
+# %% ../nbs/06_register.ipynb #d9cea69a
+def _null_counts(n_edges:int, ndim:int, n_target:int) -> dict:
+    "How many null samples each edge gives: about `n_target` in all (at least one per 8 edges), spread evenly."
+    if n_edges == 0 or n_target <= 0: return {}
+    per = min(2 ** ndim - 1, -(-n_target // n_edges))  # ceil, at most the distinct mirrorings
+    n_with = min(n_edges, max(-(-n_target // per), -(-n_edges // 8)))
+    return {int(k): per for k in np.unique(np.linspace(0, n_edges - 1, n_with).round().astype(int))}
+
 # %% ../nbs/06_register.ipynb #e5aab84d
 def register_pairs(views:list, # the views to register (as from `plan_pairwise`)
                    graph:nx.Graph, # the pruned graph: its edges are registered, results written onto them
@@ -292,27 +304,40 @@ def register_pairs(views:list, # the views to register (as from `plan_pairwise`)
                    n_parallel:int=None, # at most this many registrations at once
                    progress:bool=True, # progress bar over pairs
                    points=None, # (points_key, prefilter) to pass point sets to the pairwise function, or None
-                   cache=None # from `pairwise_cache`, or None
+                   cache=None, # from `pairwise_cache`, or None
+                   null_samples:int=0 # about this many null samples (mirrored crops) over all edges, for the link checks
                   ) -> tuple: # (results in edge order, number of results read from the cache)
     "Register every edge of the graph under the active dask scheduler; the results are also written onto the edges."
     edges = sorted((min(e), max(e)) for e in graph.edges)
     files = None if cache is None else [_edge_cache_file(cache["dir"], cache["tokens"], u, v, t, pairwise_kwargs, points)
                                         for u, v in edges]
     n_cached = sum(f.exists() for f in files) if files else 0
-    results = _run_pairwise(views, edges, dict(pairwise_kwargs, t=t), n_parallel, progress, points, files)
+    nd = len(get_spatial_dims(as_view(views[0])))
+    results = _run_pairwise(views, edges, dict(pairwise_kwargs, t=t), n_parallel, progress, points, files,
+                            _null_counts(len(edges), nd, null_samples))
     for r in results: graph.edges[r["fixed"], r["moving"]].update(r)
     return results, n_cached
 
 # %% ../nbs/06_register.ipynb #d374bf05
-def _link_floor(qualities, min_link_quality):
-    "The quality below which a link is noise: 'auto' = min(0.25, 0.25 x median quality)."
-    if min_link_quality is None: return 0.0
-    if min_link_quality == "auto":
-        q = np.asarray(list(qualities), float)
-        return float(min(0.25, 0.25 * np.median(q))) if q.size else 0.0
-    if not 0 <= float(min_link_quality) <= 1:
-        raise ValueError(f"min_link_quality: expected 'auto', None or a number in [0, 1], got {min_link_quality!r}")
-    return float(min_link_quality)
+def _reregister(views, t, pairwise_kwargs):
+    "The `reregister(u, v, predicted_displacement, window)` of `links.assess_links`, for these views."
+    key = pairwise_kwargs["transform_key"]
+    def run(u, v, pred, window):
+        fu = _with_transform(views[u], "_stage_model", _affine_at(as_view(views[u]), key, t))
+        fv = _with_transform(views[v], "_stage_model", affine_from_translation(pred) @ _affine_at(as_view(views[v]), key, t))
+        kw = dict(pairwise_kwargs, transform_key="_stage_model", t=t, max_shift=float(window), null_samples=0)
+        try: r = register_edge([fu, fv], 0, 1, **kw)
+        except ValueError: return None
+        r["fixed"], r["moving"] = u, v
+        r["transform"] = r["transform"] @ affine_from_translation(pred)  # relative to the stage positions again
+        return r
+    return run
+
+def _with_transform(view, key, affine):
+    "A shallow copy of a view (plain or multiscale) with one more (static) transform."
+    w = view.copy(deep=False)
+    if not is_multiscale(w): w.attrs = {**view.attrs, "transforms": dict(view.attrs.get("transforms", {}))}
+    return set_affine(w, affine_to_xarray(affine), key)
 
 # %% ../nbs/06_register.ipynb #7a4ef53d
 def _quality_filter(graph, threshold, do_filter, floor=0.0):
@@ -336,24 +361,25 @@ def _quality_filter(graph, threshold, do_filter, floor=0.0):
 
 # %% ../nbs/06_register.ipynb #86060fde
 def filter_links(graph:nx.Graph, # the registered graph (pairwise results on its edges)
-                 results:list, # the pairwise results (for the noise floor)
+                 views:list, # the views (as registered)
+                 pairwise_kwargs:dict, # the arguments `register_pairs` used (for re-registrations)
+                 t:int=None, # time index
                  min_link_quality="auto", # as for `register`
                  do_quality_filter:bool=False, # as `post_registration_do_quality_filter` of `register`
                  quality_threshold:float=0.2 # as `post_registration_quality_threshold` of `register`
-                ) -> tuple: # (graph of the links to use, {(u, v): {'valid': bool, 'reason': str}})
+                ) -> tuple: # (graph of the links to use, {(u, v): verdict}, link checks of `links.assess_links`)
     "The links the resolver may use, and for every registered link whether it is valid and why."
-    floor = _link_floor([r["quality"] for r in results], min_link_quality)
-    used, kept = _quality_filter(graph, quality_threshold, do_quality_filter, floor)
-    used.graph["link_floor"], kept = floor, {(min(e), max(e)) for e in kept}
-    status = {}
-    for u, v, d in graph.edges(data=True):
-        k, q = (min(u, v), max(u, v)), float(d.get("quality", 0.0))
-        if k in kept: why = f"quality {q:.3g} below {quality_threshold}, kept to keep the graph connected"
-        elif used.has_edge(u, v): why = "ok"
-        elif not q > floor: why = f"noise: quality {q:.3g} at or below {floor:.3g}"
-        else: why = f"quality {q:.3g} below post_registration_quality_threshold {quality_threshold}"
-        status[k] = {"valid": used.has_edge(u, v), "reason": why}
-    return used, status
+    nulls = [q for _, _, d in graph.edges(data=True) for q in d.get("null_qualities", [])]
+    checks = assess_links(graph, views, pairwise_kwargs["transform_key"], t, nulls, min_link_quality,
+                          reregister=_reregister(views, t, pairwise_kwargs))
+    status = checks["status"]
+    valid = graph.copy(); valid.remove_edges_from([e for e in graph.edges if not status[(min(e), max(e))]["valid"]])
+    used, kept = _quality_filter(valid, quality_threshold, do_quality_filter)
+    for e in kept: status[(min(e), max(e))]["reason"] = f"quality below {quality_threshold}, kept to keep the graph connected"
+    for e in valid.edges:
+        if not used.has_edge(*e):
+            status[(min(e), max(e))].update(valid=False, reason=f"quality below post_registration_quality_threshold {quality_threshold}")
+    return used, status, checks
 
 # %% ../nbs/06_register.ipynb #d099b86e
 def resolve_links(graph:nx.Graph, # the links to use (from `filter_links`)
@@ -364,37 +390,35 @@ def resolve_links(graph:nx.Graph, # the links to use (from `filter_links`)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         params, info = resolve(graph, method, **(kwargs or {}))
+    # views cut off from the mosaic are placed by `place_unlinked`, which says so: the resolver's note on its
+    # connected components would describe a placement that is not the final one
+    caught = [w for w in caught if "connected components" not in str(w.message)]
     for w in caught: warnings.warn(w.message, stacklevel=2)
     return params, info, [str(w.message) for w in caught]
 
 # %% ../nbs/06_register.ipynb #d5e1ca72
-def _report_unlinked(graph, used, t=None):
-    "Views that had links but none usable, and the warning (raised and returned) that names them."
-    unlinked = [n for n in used.nodes if used.degree(n) == 0 and graph.degree(n) > 0]
-    if not unlinked: return [], []
-    msg = (f"views {unlinked[:20]}{' ...' if len(unlinked) > 20 else ''}{f' (time index {t})' if t is not None else ''} "
-           f"have no usable link (every link's quality is at or below {used.graph.get('link_floor', 0.0):.3g}): "
-           "they keep their stage positions")
-    warnings.warn(msg, stacklevel=4)  # at the user's call of register
-    return unlinked, [msg]
+def _report_links(status, checks, t=None):
+    "The warnings (raised and returned) that name the invalid links and why, and the link checks' own warnings."
+    bad = {e: s["reason"] for e, s in sorted(status.items()) if not s["valid"]}
+    msgs = list(checks["warnings"])
+    if bad:
+        shown = "; ".join(f"{e}: {r}" for e, r in list(bad.items())[:20])
+        msgs.append(f"{len(bad)} of {len(status)} links{f' (time index {t})' if t is not None else ''} are not used: "
+                    f"{shown}{' ...' if len(bad) > 20 else ''}")
+    for m in msgs: warnings.warn(m, stacklevel=4)  # at the user's call of register
+    return msgs
 
 # %% ../nbs/06_register.ipynb #65f53fd3
-def place_unlinked(graph:nx.Graph, # the overlap graph (edge attribute `overlap`)
+def place_unlinked(used:nx.Graph, # the links used (every view a node)
                    params:dict, # {view: correction} from the resolver
-                   unlinked:list # views without a usable link
-                  ) -> dict: # {view: correction}, unlinked views placed
-    "Give each unlinked view the correction of its best-overlapping already placed neighbour (ring by ring)."
-    todo, params = set(unlinked), dict(params)
-    while todo:
-        done = {}
-        for n in sorted(todo):
-            nbs = [m for m in graph.neighbors(n) if m not in todo]
-            if nbs:
-                best = max(nbs, key=lambda m: (graph.edges[n, m].get("overlap", 0.0), -m))
-                done[n] = params[best]
-        if not done: break  # unlinked views that overlap only each other: left as the resolver placed them
-        params.update(done); todo -= set(done)
-    return params
+                   views:list, # the views (as registered)
+                   transform_key:str, # the stage transforms
+                   t:int=None # time index
+                  ) -> tuple: # ({view: correction}, stage model or None, warning messages)
+    "Views outside the largest linked group go where the stage model puts them; a warning (raised) names them."
+    params, model, placed, msgs = place_by_stage_model(used, params, views, transform_key, t)
+    for m in msgs: warnings.warn(m, stacklevel=4)  # at the user's call of register
+    return params, model, msgs
 
 # %% ../nbs/06_register.ipynb #07f4b4d1
 def edge_residuals(graph:nx.Graph, # the registered graph (pairwise results on its edges)
@@ -458,6 +482,7 @@ class RegistrationResult(Mapping):
     stage_model: dict = field(default_factory=dict) # {t: fitted stage model or None}
     resolver_metrics: dict = field(default_factory=dict) # {t: the resolver's metrics}
     summary_plots: tuple = None # (pairwise, resolution) figures with plot_summary=True
+    link_checks: dict = field(default_factory=dict) # {t: null threshold, whether the score discriminates, link model}
 
     def __getitem__(self, key):
         d = self.to_dict()
@@ -538,7 +563,8 @@ def build_result(params:list, # from `corrections`
     return RegistrationResult(params, per("graph"), per("qualities"), per("residuals"), per("used_edges"), vq, timing,
                               [w for s in steps.values() for w in s["warnings"]], transform_key, new_transform_key, plan,
                               per("pruning_method"), sum(s["n_cached"] for s in steps.values()), per("link_status"),
-                              {t: None for t in steps}, per("resolver_metrics"))
+                              {t: s.get("stage_model") for t, s in steps.items()}, per("resolver_metrics"),
+                              link_checks={t: s.get("link_checks") for t, s in steps.items()})
 
 # %% ../nbs/06_register.ipynb #15b048db
 def _register_time_point(work, t, o, cache, timing):
@@ -547,18 +573,20 @@ def _register_time_point(work, t, o, cache, timing):
     g, gp, method = registration_graph(work, o["transform_key"], t, o["pairs"], o["overlap_tolerance"],
                                        o["pruning_method"], o["pruning_kwargs"])
     timing["graph"] += (s2 := time.perf_counter()) - s
-    results, n_cached = register_pairs(work, gp, o["pairwise"], t, o["n_parallel"], o["progress"], o["points"], cache)
+    results, n_cached = register_pairs(work, gp, o["pairwise"], t, o["n_parallel"], o["progress"], o["points"], cache,
+                                       o["null_samples"])
     timing["pairwise"] += (s3 := time.perf_counter()) - s2
-    used, status = filter_links(gp, results, o["min_link_quality"], o["do_filter"], o["threshold"])
-    unlinked, msgs = _report_unlinked(gp, used, t)
+    used, status, checks = filter_links(gp, work, o["pairwise"], t, o["min_link_quality"], o["do_filter"], o["threshold"])
+    msgs = _report_links(status, checks, t)
     params, info, caught = resolve_links(used, o["resolver"], o["resolver_kwargs"])
-    params = place_unlinked(g, params, unlinked)
+    params, model, placed = place_unlinked(used, params, work, o["transform_key"], t)
     timing["resolution"] += time.perf_counter() - s3
     vq = {n: max((gp.edges[e]["quality"] for e in used.edges(n)), default=0.0) for n in gp.nodes}
     return dict(graph=gp, params=params, qualities={(r["fixed"], r["moving"]): r["quality"] for r in results},
                 residuals=edge_residuals(gp, params), used_edges=[tuple(sorted(e)) for e in info["used_edges"]],
-                view_quality=vq, warnings=msgs + caught, pruning_method=method, n_cached=n_cached,
-                link_status=status, resolver_metrics=info["metrics"])
+                view_quality=vq, warnings=msgs + caught + placed, pruning_method=method, n_cached=n_cached,
+                link_status=status, resolver_metrics=info["metrics"], stage_model=model,
+                link_checks={k: checks[k] for k in ("threshold", "discriminating", "model")})
 
 # %% ../nbs/06_register.ipynb #3ae3e126
 def register(views:list, # views (xarray.DataArray) or multiscale views (DataTree), dims subset of (t, c, z, y, x)
@@ -568,7 +596,7 @@ def register(views:list, # views (xarray.DataArray) or multiscale views (DataTre
              reg_channel_index:int=None, # or channel by index
              registration_binning=None, # integer binning per spatial dim (dict or tuple); None: automatic
              reg_res_level:int=None, # pyramid level of multiscale views to register at
-             overlap_tolerance=0.0, # grow each view's region by this before intersecting, physical (float or dict)
+             overlap_tolerance=0.0, # grow each view's region by this before intersecting (and search that far), physical (float or dict)
              pairwise_reg_func="phase_correlation", # registered name (see PAIRWISE_METHODS) or a callable
              pairwise_reg_func_kwargs:dict=None, # extra arguments for the pairwise function
              groupwise_resolution_method:str="global_optimization", # registered resolver name
@@ -581,7 +609,8 @@ def register(views:list, # views (xarray.DataArray) or multiscale views (DataTre
              pairs=None, # restrict registration to these (i, j) view index pairs
              n_parallel_pairwise_regs:int=None, # at most this many pairwise registrations at once (memory bound)
              return_dict:bool=False, # return the multiview-stitcher-style dict instead of the list of params
-             min_link_quality="auto", # links at or below this quality are noise and never used; 'auto', None or a number
+             min_link_quality="auto", # links at or below this quality are never used: 'auto' (null threshold measured on the views), None or a number
+             max_shift="auto", # search range around the stage's overlap, physical (number, per dim or dict); 'auto': 15 % of the views for searching pairwise functions
              progress:bool=True, # show a progress bar over pairwise registrations
              max_pixels:int=2**21, # pixel budget per overlap crop for automatic binning
              cache_dir=None, # folder for per-pair results: an interrupted run resumes from it (created if missing)
@@ -598,15 +627,19 @@ def register(views:list, # views (xarray.DataArray) or multiscale views (DataTre
                           max_pixels, overlap_tolerance=overlap_tolerance, pairs=pairs,
                           pre_registration_pruning_method=pre_registration_pruning_method,
                           pre_reg_pruning_method_kwargs=pre_reg_pruning_method_kwargs)
+    func = get_pairwise_method(pairwise_reg_func)
+    if isinstance(max_shift, str) and max_shift != "auto": raise ValueError(f"max_shift: expected 'auto', None or physical distances, got {max_shift!r}")
+    shift = default_max_shift(setup["views"], func) if isinstance(max_shift, str) else max_shift
     pairwise = dict(transform_key=transform_key, pairwise_reg_func=pairwise_reg_func, reg_channel_index=cidx,
-                    pairwise_reg_func_kwargs=pairwise_reg_func_kwargs, overlap_tolerance=overlap_tolerance,
+                    pairwise_reg_func_kwargs=pairwise_reg_func_kwargs, overlap_tolerance=overlap_tolerance, max_shift=shift,
                     **{k: setup[k] for k in ("registration_binning", "reg_res_level", "max_pixels")})
     o = dict(transform_key=transform_key, pairs=pairs, overlap_tolerance=overlap_tolerance, pairwise=pairwise,
              pruning_method=pre_registration_pruning_method, pruning_kwargs=pre_reg_pruning_method_kwargs,
              n_parallel=setup["n_parallel"], progress=progress, min_link_quality=min_link_quality,
              points=None if points_key is None else (points_key, bool(prefilter_markers)),
              do_filter=post_registration_do_quality_filter, threshold=post_registration_quality_threshold,
-             resolver=groupwise_resolution_method, resolver_kwargs=groupwise_resolution_kwargs)
+             resolver=groupwise_resolution_method, resolver_kwargs=groupwise_resolution_kwargs,
+             null_samples=8 if min_link_quality == "auto" and default_max_shift(setup["views"][:1], func) is not None else 0)
     cache = pairwise_cache(setup["views"], transform_key, cache_dir)
     nt, timing = int(plain[0].sizes["t"]) if "t" in plain[0].dims else 1, {"graph": 0.0, "pairwise": 0.0, "resolution": 0.0}
     steps = {t: _register_time_point(setup["views"], t if nt > 1 else None, o, cache, timing) for t in range(nt)}
