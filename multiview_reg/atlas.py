@@ -229,6 +229,7 @@ def _moving_sampler(moving):
         return v, g[:, ::-1] @ Minv                                         # d/d(physical)
     return sample
 
+# %% ../nbs/08c_atlas.ipynb #bd4baaf0
 def _bending(C, h):
     "Squared second differences of the coefficients along every grid axis (mm/h)^2, and its gradient."
     e, g = 0.0, np.zeros_like(C)
@@ -480,6 +481,7 @@ def _keep_if_better(stage, q, best, quality, warn=True):
                            f"({best[0]}) to {q:.3f}; keeping the {best[0]} result", stacklevel=3)
     return False
 
+# %% ../nbs/08c_atlas.ipynb #0d52f2b3
 def _linear_stages(F, M, fmask, stages, metric, opts, trace, stops, times, quality, progress, callback, seed):
     "Rigid and affine stages with the keep-the-better rule; returns the kept linear transform (affine) and stage."
     d = F.GetDimension()
@@ -513,6 +515,7 @@ def _invert_field(fwd, grid):
                                        enforceBoundaryCondition=False)
     return sitk.DisplacementFieldTransform(inv)
 
+# %% ../nbs/08c_atlas.ipynb #d56fa26f
 def _bspline_stage(F, M, fmask, lin, best, backend, grid_spacing, opts, trace, times, quality, progress, callback, threads):
     "The B-spline stage (local NCC or elastix), kept only if it raises the NCC; returns (deformation, inverse) or None."
     t0 = time.perf_counter()
