@@ -19,13 +19,13 @@ from .templates import (ALLEN_BASE_URL, ALLEN_RESOLUTIONS, ALLEN_SHAPES, ALLEN_O
     default_cache_dir, download_file, AtlasTemplate, load_template, load_allen_template, load_atlas, load_structures,
     write_allen_style_nrrd, phantom_values, PhantomWarp, random_phantom_warp, brain_phantom)
 from .metrics import ncc, dice, target_registration_error
-from .core import canonical_metric, canonical_transform_types, load_itk
+from .core import METRICS, canonical_metric, canonical_transform_types, load_itk
 _all_ = ["CONVENTIONS", "orientation_code", "orientation_matrix", "orientation_direction", "direction_to_code",
          "reorient_affine", "set_orientation", "reorient", "as_image", "resample_isotropic", "axis_rotations",
          "rotated_init", "suggest_orientation", "check_orientation", "ALLEN_BASE_URL", "ALLEN_RESOLUTIONS",
          "ALLEN_SHAPES", "ALLEN_ORIENTATION", "DownloadError", "default_cache_dir", "download_file", "AtlasTemplate",
          "load_template", "load_allen_template", "load_atlas", "load_structures", "write_allen_style_nrrd",
-         "phantom_values", "PhantomWarp", "random_phantom_warp", "brain_phantom", "dice", "target_registration_error"]
+         "phantom_values", "PhantomWarp", "random_phantom_warp", "brain_phantom", "dice", "target_registration_error", "METRICS"]
 
 # %% auto #0
 __all__ = ['STAGES', 'normalize_intensity', 'tissue_mask', 'crop_to_tissue', 'working_spacing', 'stage_quality',
@@ -36,7 +36,7 @@ __all__ = ['STAGES', 'normalize_intensity', 'tissue_mask', 'crop_to_tissue', 'wo
            'ALLEN_BASE_URL', 'ALLEN_RESOLUTIONS', 'ALLEN_SHAPES', 'ALLEN_ORIENTATION', 'DownloadError',
            'default_cache_dir', 'download_file', 'AtlasTemplate', 'load_template', 'load_allen_template', 'load_atlas',
            'load_structures', 'write_allen_style_nrrd', 'phantom_values', 'PhantomWarp', 'random_phantom_warp',
-           'brain_phantom', 'dice', 'target_registration_error']
+           'brain_phantom', 'dice', 'target_registration_error', 'METRICS']
 
 # %% ../nbs/08c_atlas.ipynb #b7c69f0a
 def normalize_intensity(img:sitk.Image, # any scalar image
