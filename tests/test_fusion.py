@@ -9,7 +9,8 @@ from multiview_reg.spatial import (view_from_array, set_affine, affine_from_tran
                                    affine_from_linear, affine_from_scaling, get_spacing, get_origin, as_view)
 from multiview_reg.data import random_blobs, render_blobs, tiled_dataset, procedural_dataset
 from multiview_reg.metrics import ncc
-from multiview_reg.fusion import fuse, fusion_grid, write_ome_zarr, fused_overlap_image, register_weights_method
+from multiview_reg.fusion import fuse, fusion_grid, write_ome_zarr, register_weights_method
+from multiview_reg.fusion_tools import fused_overlap_image
 
 
 def grid_affine(f):
