@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 from .demo import demo  # the `demo` subcommand (09d_demo)
+from .summary import summary_line, links_text
+
 
 # %% auto #0
 __all__ = ['register_files', 'main']
@@ -66,6 +68,8 @@ def _parser():
                                 description="Register overlapping microscopy views (2D/3D tiles, multi-angle views) "
                                             "into one physical coordinate system.", epilog=_EPILOG)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from multiview_reg.atlas_cli import add_atlas_parser  # the `atlas` command (08d_atlas_cli)
+    add_atlas_parser(sub)
     d = sub.add_parser("demo", help="register the built-in sample data and compare with its ground truth",
                        description="Generate a sample tile scan with known true positions, register it, print the "
                                    "error before and after, write summary.png and transforms.json.")
@@ -98,6 +102,9 @@ def _parser():
 def main(argv=None):
     "The `multiview-reg` console script."
     args = _parser().parse_args(argv)
+    if args.command == "atlas":
+        from multiview_reg.atlas_cli import run_atlas
+        return run_atlas(args)
     try:
         if args.command == "demo":
             demo(ndim=args.ndim, out=args.out, seed=args.seed)
@@ -107,6 +114,10 @@ def main(argv=None):
                                  overlap=args.overlap, progress=not args.quiet)
             q = res.view_quality
             print(f"registered {len(q)} tiles ({sum(1 for x in q.values() if x < 0.2)} with low quality); wrote {args.out}")
+            print(summary_line(res))
+            for t in sorted(res.graphs):
+                text = links_text(res, t)
+                if text: print((f"time index {t}: " if len(res.graphs) > 1 else "") + text)
     except _InputError as e:
         print(f"multiview-reg {args.command}: error: {e}", file=sys.stderr)
         return 2

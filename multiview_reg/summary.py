@@ -19,8 +19,8 @@ from .pairwise import extract_overlap_pair
 from .register import RegistrationResult, squeeze_z
 
 # %% auto #0
-__all__ = ['edge_table', 'view_table', 'summary_line', 'plot_graph_summary', 'plot_edge_bars', 'plot_view_displacement',
-           'summary_figures', 'pair_images', 'RegistrationSummary']
+__all__ = ['edge_table', 'view_table', 'summary_line', 'stage_table', 'links_text', 'stage_model_text', 'plot_graph_summary',
+           'plot_edge_bars', 'plot_view_displacement', 'summary_figures', 'pair_images', 'RegistrationSummary']
 
 # %% ../nbs/07_summary.ipynb #c21b5d07
 def _as_result(result):
@@ -40,21 +40,23 @@ def _key(e): return (min(e), max(e))
 def edge_table(result, # `register(..., return_dict=True)`'s `RegistrationResult` (or an older result dict)
                t:int=None # time index; None: every time point
               ) -> pd.DataFrame:
-    "One row per registered edge: quality, residual (physical), used by the resolver, overlap (physical), pairwise shift (pixels)."
+    "One row per registered edge: quality, residual (physical), used by the resolver, valid (and why not), overlap (physical), pairwise shift (pixels)."
     result = _as_result(result)
     rows = []
     for tt in ([t] if t is not None else sorted(result.graphs)):
         g = _graph_at(result, tt)
         used = {_key(e) for e in result.used_edges.get(tt, [])}
         resid = {_key(e): r for e, r in result.residuals.get(tt, {}).items()}
+        status = (result.link_status or {}).get(tt, {}) or {}
         for e in sorted(_key(e) for e in g.edges):
             d = g.edges[e]
             sp = np.asarray(d.get("shift_px", [np.nan]), float)
             rows.append({"t": tt, "fixed": e[0], "moving": e[1], "quality": float(d.get("quality", np.nan)),
                          "residual": float(resid.get(e, np.nan)), "used": e in used,
+                         "valid": bool(status.get(e, {}).get("valid", e in used)), "reason": status.get(e, {}).get("reason", ""),
                          "overlap": float(d.get("overlap", np.nan)),
                          "shift_px": float(np.linalg.norm(sp)) if np.all(np.isfinite(sp)) else np.nan})
-    return pd.DataFrame(rows, columns=["t", "fixed", "moving", "quality", "residual", "used", "overlap", "shift_px"])
+    return pd.DataFrame(rows, columns=["t", "fixed", "moving", "quality", "residual", "used", "valid", "reason", "overlap", "shift_px"])
 
 # %% ../nbs/07_summary.ipynb #2fae8355
 def _correction(result, i, t, nd):
@@ -126,9 +128,71 @@ def summary_line(result # `register(..., return_dict=True)`'s `RegistrationResul
     r = used.residual.dropna()
     resid = f"residual median {np.median(r):.3g}, max {np.max(r):.3g} (physical)" if len(r) else "no residuals"
     tm = f" over {nt} time points" if nt > 1 else ""
-    nw = len(result.warnings)
-    return (f"{len(result.params)} views, {len(et)} edges registered, {len(used)} used{tm}; {resid}; "
-            f"{nw} warning{'s' if nw != 1 else ''}")
+    nw, n_bad = len(result.warnings), int((~et.valid).sum())
+    models = [m for m in (result.stage_model or {}).values() if m]
+    stage = f"; views outside the mosaic placed by a {models[0]['kind']} stage model" if models else ""
+    return (f"{len(result.params)} views, {len(et)} edges registered, {len(used)} used{tm}"
+            f"{f', {n_bad} invalid' if n_bad else ''}; {resid}{stage}; {nw} warning{'s' if nw != 1 else ''}")
+
+# %% ../nbs/07_summary.ipynb #8de1f2d6
+def _direction(step):
+    "A grid direction's name from a nominal step (world units, z y x order): e.g. 'x', 'y', 'y+x', 'y-x'."
+    names = "zyx"[-len(step):]
+    big = np.abs(step) > 0.25 * np.abs(step).max()
+    s = np.sign(step[big][0]) if big.any() else 1
+    return "".join(("+" if j and np.sign(step[k]) * s > 0 else "-" if j else "") + names[k]
+                   for j, k in enumerate(np.flatnonzero(big)))
+
+def stage_table(result, # `register(..., return_dict=True)`'s `RegistrationResult`
+                views:list, # the views that were registered
+                t:int=0 # time index
+               ) -> pd.DataFrame:
+    "Per grid direction: links, nominal and measured step (physical), overlap along it (fraction), repeatability (physical)."
+    result = _as_result(result)
+    plain = _plain_views(views, result, t)
+    key, tt = result.transform_key, (t if len(result.graphs) > 1 else None)
+    rows = {}
+    for e, s in ((result.link_status or {}).get(t) or {}).items():
+        if not s.get("valid") or "displacement" not in s: continue
+        nominal = view_center(plain[e[1]], key, t=tt) - view_center(plain[e[0]], key, t=tt)
+        d = _direction(nominal)
+        rows.setdefault(d, []).append((nominal, nominal + np.asarray(s["displacement"], float)))
+    ext = np.min([get_shape(v, True) * get_spacing(v, True) for v in plain], 0)
+    out = []
+    for d, pairs in sorted(rows.items()):
+        nom, meas = (np.array(x) for x in zip(*pairs))
+        u = nom.mean(0) / np.linalg.norm(nom.mean(0))
+        along = np.abs(meas @ u)
+        out.append({"direction": d, "links": len(pairs), "nominal_step": float(np.abs(nom @ u).mean()),
+                    "measured_step": float(along.mean()), "overlap": float(1 - along.mean() / float(np.abs(u) @ ext)),
+                    "repeatability": float(np.std(meas - meas.mean(0), axis=0, ddof=1).max()) if len(pairs) > 1 else np.nan})
+    return pd.DataFrame(out, columns=["direction", "links", "nominal_step", "measured_step", "overlap", "repeatability"])
+
+# %% ../nbs/07_summary.ipynb #d53f54db
+def links_text(result, # `register(..., return_dict=True)`'s `RegistrationResult`
+               t:int=0 # time index
+              ) -> str:
+    "Lines: the stage model that placed views without a valid link, and every invalid link with its reason (no views needed)."
+    result = _as_result(result)
+    lines = []
+    m = (result.stage_model or {}).get(t)
+    if m:
+        lines.append(f"stage model: {m['kind']} (F-test p = {m['p']:.2g}, rms {m['rms']:.3g}"
+                     + (f", scale {', '.join(f'{x:.4f}' for x in m['scale'])}, rotation {m['rotation_deg']:.2f} deg" if m["kind"] == "linear" else "")
+                     + ")")
+    bad = [(e, s["reason"]) for e, s in sorted(((result.link_status or {}).get(t) or {}).items()) if not s["valid"]]
+    return "\n".join(lines + [f"invalid link {e}: {r}" for e, r in bad])
+
+def stage_model_text(result, # `register(..., return_dict=True)`'s `RegistrationResult`
+                     views:list, # the views that were registered
+                     t:int=0 # time index
+                    ) -> str:
+    "A few lines: measured steps and overlaps per direction, the stage model, and the invalid links."
+    result = _as_result(result)
+    lines = [f"{r.direction}: {r.links} links, step {r.nominal_step:.4g} nominal, {r.measured_step:.4g} measured "
+             f"(overlap {100 * r.overlap:.1f} %, repeatability {r.repeatability:.3g})" for r in stage_table(result, views, t).itertuples()]
+    extra = links_text(result, t)
+    return "\n".join(lines + ([extra] if extra else []))
 
 # %% ../nbs/07_summary.ipynb #abc52f7b
 _REGISTERED = "_summary_registered"
@@ -154,8 +218,18 @@ def _edge_values(result, t, what):
         raise ValueError(f"colour_by: expected 'quality', 'residual' or 'overlap', got {what!r}")
     return {(int(a), int(b)): float(x) for a, b, x in zip(et.fixed, et.moving, et[what])}
 
-_LABELS = {"quality": "pairwise quality [0, 1]", "residual": "residual (physical units)", "overlap": "overlap (physical)"}
+_LABELS = {"quality": "pairwise quality [0, 1]", "residual": "residual (pixels)", "overlap": "overlap (physical)"}
 _CMAPS = {"quality": "RdYlGn", "residual": "magma_r", "overlap": "viridis"}
+
+# %% ../nbs/07_summary.ipynb #eb712483
+def _fix_scale(ax, vals, colour_by, used):
+    "Honest colour scales: quality always [0, 1]; residuals (px) from 0 to the larger of 1 px and the worst used link."
+    lc = next((c for c in ax.collections if c.get_array() is not None and len(c.get_array()) == len(vals)), None)
+    if lc is None: return
+    if colour_by == "quality": lc.set_clim(0, 1)
+    elif colour_by == "residual":
+        r_used = [vals[e] for e in vals if e in used and np.isfinite(vals[e])]
+        lc.set_clim(0, max([1.0] + r_used))
 
 # %% ../nbs/07_summary.ipynb #894760e1
 def plot_graph_summary(result, # `register(..., return_dict=True)`'s `RegistrationResult` (or an older result dict)
@@ -174,21 +248,22 @@ def plot_graph_summary(result, # `register(..., return_dict=True)`'s `Registrati
     plain = plain if plain is not None else _plain_views(views, result, t)
     g = _graph_at(result, t)
     vals = _edge_values(result, t, colour_by)
+    if colour_by == "residual":  # in pixels of the finest view, so that the scale reads the same on any data
+        px = min(float(get_spacing(v, True).min()) for v in plain)
+        vals = {e: x / px for e, x in vals.items()}
     if ax is None: ax = Figure(figsize=(5.5, 5)).subplots()
     tt = t if len(result.graphs) > 1 else None
     if stage == "before":
         plot_overlap_graph(g, plain, result.transform_key, ax=ax, edge_values=vals, cmap=_CMAPS[colour_by],
                            label=_LABELS[colour_by], t=tt, title=f"before: pairwise links ({colour_by})")
+        _fix_scale(ax, vals, colour_by, set(vals))
     else:
         used = {_key(e) for e in result.used_edges.get(t, [])}
         styles = {e: ("solid" if e in used else "dotted") for e in vals}
         plot_overlap_graph(g, _with_registered(result, plain), _REGISTERED, ax=ax, edge_values=vals,
                            edge_styles=styles, cmap=_CMAPS[colour_by], label=_LABELS[colour_by], t=tt,
                            title=f"after: {colour_by} per link")
-        if colour_by == "residual":  # the colour scale spans the used links; dropped ones saturate it
-            r_used = [vals[e] for e in vals if e in used and np.isfinite(vals[e])]
-            lc = next((c for c in ax.collections if c.get_array() is not None and len(c.get_array()) == len(vals)), None)
-            if lc is not None and r_used: lc.set_clim(0, max(r_used) if max(r_used) > 0 else 1.0)
+        _fix_scale(ax, vals, colour_by, used)
         ax.legend(handles=[Line2D([], [], color="0.3", lw=2.5, ls="solid", label=f"used ({len(used & set(vals))})"),
                            Line2D([], [], color="0.3", lw=2.5, ls="dotted", label=f"dropped ({len(set(vals) - used)})")],
                   loc="lower left", fontsize=8, framealpha=0.85)
@@ -339,7 +414,9 @@ class RegistrationSummary(widgets.VBox):
         self._cache = {}
         W = widgets
         warn = "".join(f"<li>{html.escape(w)}</li>" for w in self.result.warnings)
+        stage = html.escape(stage_model_text(self.result, self.views)).replace("\n", "<br>")
         self.header = W.HTML(f"<b>{html.escape(summary_line(self.result))}</b>"
+                             + (f"<details><summary>stage and links</summary><div class='mvr-stage'>{stage}</div></details>" if stage else "")
                              + (f"<details><summary>warnings</summary><ul>{warn}</ul></details>" if warn else ""))
         self.header.add_class("mvr-summary-line")
         self.time = W.IntSlider(0, 0, max(self.nt - 1, 0), description="time index",

@@ -43,16 +43,18 @@ def test_poor_view_gets_quality_zero_and_keeps_stage(grid, kind):
         res = register(vs, "stage", new_transform_key="reg", return_dict=True, progress=False)
     msgs = [str(x.message) for x in w]
     assert any("quality 0" in m for m in msgs), msgs
-    assert any(f"views [{bad}] have no usable link" in m for m in msgs), msgs
+    assert any(f"views [{bad}] have no valid link to the mosaic: placed by the stage model" in m for m in msgs), msgs
     q = res["pairwise_registration"]["metrics"]["qualities"]
     bad_links = [e for e in q if bad in e]
     assert bad_links and all(q[e] == 0.0 for e in bad_links), q
+    assert all(f"{e}: quality 0 not above" in " ".join(msgs) for e in bad_links), msgs  # every invalid link named
     assert res["view_quality"][bad] == 0.0
-    # the poor view keeps its stage placement relative to the mosaic: it takes the correction of a placed
-    # neighbour (register's contract for unlinked views); the others are registered accurately
-    nbrs = [j for e in bad_links for j in e if j != bad]
-    assert any(np.array_equal(res["params"][bad].values, res["params"][j].values) for j in nbrs)
-    assert any(not np.allclose(res["params"][j].values, np.eye(3)) for j in nbrs)  # corrections differ: a real check
+    # the poor view goes where the stage model puts it (issue 18): with independent stage errors, its stage position
+    # in the mosaic's frame (the mean offset of the registered views from their stage positions)
+    good = [i for i in range(len(vs)) if i != bad]
+    from multiview_reg.spatial import view_center
+    frame = np.mean([view_center(vs[i], "reg") - view_center(vs[i], "stage") for i in good], 0)
+    np.testing.assert_allclose(view_center(vs[bad], "reg"), view_center(vs[bad], "stage") + frame, atol=1e-6)
     good = [i for i in range(len(vs)) if i != bad]
     err = registration_error([vs[i] for i in good], "reg", [truth[i] for i in good])
     assert err["max_px"] < 0.1, err
