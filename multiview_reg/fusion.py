@@ -26,7 +26,7 @@ warnings.filterwarnings("ignore", message="The behavior of affine_transform with
 # %% auto #0
 __all__ = ['WEIGHTS_METHODS', 'FUSION_METHODS', 'fusion_grid', 'blending_ramp', 'register_weights_method',
            'register_fusion_method', 'blending_weights', 'uniform_weights', 'content_based_weights', 'weighted_average',
-           'maximum', 'resample_to_chunk', 'view_support', 'fuse_chunk', 'fuse', 'write_ome_zarr']
+           'maximum', 'resample_to_chunk', 'view_support', 'fuse', 'write_ome_zarr']
 
 # %% ../nbs/06b_fusion.ipynb #1e240c98
 def _meta(v, key=None):
@@ -175,7 +175,7 @@ def maximum(values, weights):
     m = np.max(np.where(ok, values, -np.inf), axis=0)
     return np.where(np.isfinite(m), m, np.nan).astype(np.float32)
 
-# %% ../nbs/06b_fusion.ipynb #1e23a41a
+# %% ../nbs/06b_fusion.ipynb #48621b0c
 def _shift_take(a, off, shape):
     "Sample `a` at index + `off` (whole pixels) on an output of `shape`, border values repeated."
     for ax, (s, o) in enumerate(zip(shape, off)): a = _take(a, int(o), s, ax)
@@ -215,7 +215,7 @@ def resample_to_chunk(region, # view pixels (float32), the box the chunk needs
     return ndimage.affine_transform(region, np.diag(m) if diag else m, off, output_shape=tuple(shape),
                                     order=order, mode="nearest", output=np.float32)
 
-# %% ../nbs/06b_fusion.ipynb #6bfac466
+# %% ../nbs/06b_fusion.ipynb #ad8c1346
 def view_support(matrix, # (ndim+1, ndim+1) output chunk index -> view index
                  shape, # output chunk shape
                  view_shape, # view shape in pixels
@@ -238,7 +238,7 @@ def view_support(matrix, # (ndim+1, ndim+1) output chunk index -> view index
     out[...] = blend
     return out
 
-# %% ../nbs/06b_fusion.ipynb #0fc0ca2b
+# %% ../nbs/06b_fusion.ipynb #daf590d6
 def _view_on_chunk(v, chunks, shape, order, ramp, mark_nan=True):
     "(values, blend) of one view on an output chunk: blend 0 (and values NaN if `mark_nan`) where it has no data."
     region = np.empty(v["box"], np.float32)
@@ -275,7 +275,7 @@ def _fuse_chunk_streaming(spec, inputs):
     with np.errstate(invalid="ignore", divide="ignore"): out = (num / den)[spec["crop"]]
     return _cast(out, spec["dtype"], spec["fill_value"]).reshape(spec["out_shape"])
 
-def fuse_chunk(spec:dict, # the chunk's plan, made by `fuse`
+def _fuse_chunk(spec:dict, # the chunk's plan, made by `fuse`
                inputs:list # per view in spec['views'], the input chunks listed in its 'parts'
               ) -> np.ndarray: # the fused chunk, spec['out_shape'], spec['dtype']
     "Fuse one output chunk from the input chunks it needs (the task `fuse` runs per chunk)."
@@ -292,7 +292,7 @@ def fuse_chunk(spec:dict, # the chunk's plan, made by `fuse`
         out = spec["fusion"](vals, w, **spec["fusion_kwargs"])[spec["crop"]]
     return _cast(out, spec["dtype"], spec["fill_value"]).reshape(spec["out_shape"])
 
-# %% ../nbs/06b_fusion.ipynb #b8fe9b8d
+# %% ../nbs/06b_fusion.ipynb #a3ea0ab1
 def _level_for(view, affine, out_spacing):
     "The coarsest pyramid level of a view whose pixels are no larger than the output pixels along each view axis."
     if not is_multiscale(view): return as_view(view)
@@ -320,7 +320,7 @@ def _index_ranges(q, starts, sizes):
         qmin.append(lo); qmax.append(hi)
     return qmin, qmax
 
-# %% ../nbs/06b_fusion.ipynb #3bc0fc89
+# %% ../nbs/06b_fusion.ipynb #60575f04
 def _dask_data(v, cache:dict=None):
     "The view's data as a dask array (numpy wrapped in chunks of at most 256 pixels per spatial dim)."
     if isinstance(v.data, da.Array): return v.data
@@ -348,7 +348,7 @@ def _parts(arr, bounds, dims, sd, lo, hi, fixed):
         parts.append((tuple(x[1] for x in c), tuple(x[2] for x in c if x[2] is not None)))
     return keys, parts
 
-# %% ../nbs/06b_fusion.ipynb #1435c00d
+# %% ../nbs/06b_fusion.ipynb #7ef624ce
 _PAD = {0: 1, 1: 1, 2: 4, 3: 6, 4: 8, 5: 8}  # extra input pixels read around a chunk's box, per interpolation order
 
 def _lead(plain):
@@ -370,7 +370,7 @@ def _view_geometry(view, meta, ti, grid_w, s_out, level=None):
     p = affine_from_linear(np.diag(lm["spacing"]), lm["origin"])
     return (lv, lm), np.linalg.inv(p) @ np.linalg.inv(a) @ grid_w
 
-# %% ../nbs/06b_fusion.ipynb #f424ddf1
+# %% ../nbs/06b_fusion.ipynb #7ef683ee
 def _fusion_layer(views, metas, grid, chunks, lead, halo, common, name, cache=None):
     "The task graph of a fusion: {key: task}, its input arrays, and the largest task's memory estimate (bytes)."
     sd = tuple(grid["spacing"]); nd = len(sd)
@@ -409,11 +409,11 @@ def _fusion_layer(views, metas, grid, chunks, lead, halo, common, name, cache=No
                 k = (name,) + tuple(i for i, d in zip((ti, ci), ("t", "c")) if d in lead) + b
                 if not vspecs: layer[k] = (np.full, out_shape, common["fill_value"], common["dtype"]); continue
                 crop = tuple(slice(h, h + c[j]) for h, c, j in zip(halo, chunks, b))
-                layer[k] = (fuse_chunk, {**common, "views": vspecs, "shape": shape, "crop": crop, "out_shape": out_shape}, inputs)
+                layer[k] = (_fuse_chunk, {**common, "views": vspecs, "shape": shape, "crop": crop, "out_shape": out_shape}, inputs)
                 peak = max(peak, nbytes + 4 * int(np.prod(shape)) * (3 * len(vspecs) + 4))
     return layer, list(deps.values()), peak
 
-# %% ../nbs/06b_fusion.ipynb #b2a62a02
+# %% ../nbs/06b_fusion.ipynb #6b6db814
 def _default_chunks(chunks, sd):
     "Output chunk shape per spatial dim."
     if chunks is None: return dict(zip(sd, (512, 512) if len(sd) == 2 else (64, 128, 128)))
@@ -473,7 +473,7 @@ def fuse(views:list, # views or multiscale views (DataTree), dims a subset of (t
                  "fusion": {"order": int(order), "weights": str(weights), "fusion": str(fusion), "task_bytes": int(peak)}}
     return out
 
-# %% ../nbs/06b_fusion.ipynb #81430a4b
+# %% ../nbs/06b_fusion.ipynb #ccb9d97a
 _MARKERS = ".multiview_reg_done"
 
 def _plan_levels(v, chunks, min_size, n_levels):
@@ -505,7 +505,7 @@ def _ngff_attrs(v, levels, name, transform_key):
                                         "window": {"min": 0.0, "max": hi, "start": 0.0, "end": hi}} for c in v.coords["c"].values]}
     return attrs
 
-# %% ../nbs/06b_fusion.ipynb #73d070fc
+# %% ../nbs/06b_fusion.ipynb #0a94281d
 def _write_block(data, zpath, region, marker, on_block=None):
     "Write one computed chunk into its Zarr array, then its done-marker (the task `write_ome_zarr` runs per chunk)."
     import zarr
@@ -536,7 +536,7 @@ def _write_level(src, zpath, mdir, budget, task_bytes, progress, desc, on_block)
             dask.compute(*tasks, **({} if distributed else {"num_workers": min(workers, batch)}))
             bar.update(len(part))
 
-# %% ../nbs/06b_fusion.ipynb #13d0b7fe
+# %% ../nbs/06b_fusion.ipynb #02ae51ba
 def _downsampled(zpath, lv, dtype):
     "The next pyramid level as a dask array: means over `ratio` blocks of the level below, read from disk."
     r, ch = lv["ratio"], lv["chunks"]
@@ -566,7 +566,7 @@ def _open_for_write(path, v, levels, attrs, overwrite, resume, compressor):
     g.attrs.update(attrs)
     return False
 
-# %% ../nbs/06b_fusion.ipynb #5a51c6d3
+# %% ../nbs/06b_fusion.ipynb #e4d87dd5
 def write_ome_zarr(image, # a view (e.g. from `fuse`), numpy or dask; dims a subset of (t, c, z, y, x)
                    path, # output folder of the OME-Zarr image
                    max_memory="2GB", # memory budget for the chunks in flight: bytes or a string ('2GB', '512MiB')
