@@ -34,7 +34,8 @@ def _method(func):
 
 def _mr(name):
     "Our pairwise function for a registered name."
-    from multiview_reg.pairwise import get_pairwise_method
+    from multiview_reg.pairwise import get_pairwise_method, PAIRWISE_METHODS
+    if name == "ants" and "ants" not in PAIRWISE_METHODS: import multiview_reg.ants_registration  # until a built-in
     return get_pairwise_method(name)
 
 # --- pairwise backends called directly ---------------------------------------------------------------------------
@@ -76,6 +77,7 @@ def register(msims, transform_key=None, points_key="beads", prefilter_markers=Fa
              pairs=None, scheduler=None, n_parallel_pairwise_regs=None, pairwise_executor=None, return_dict=False):
     "The peer's `registration.register` signature, run by `multiview_reg.register.register`."
     func = _method(pairwise_reg_func if pairwise_reg_func is not None else ORIGINALS["phase_correlation_registration"])
+    if isinstance(func, str): _mr(func)
     return mr_register(msims, transform_key, new_transform_key=new_transform_key, reg_channel=reg_channel,
                        reg_channel_index=reg_channel_index, registration_binning=registration_binning,
                        reg_res_level=reg_res_level, overlap_tolerance=overlap_tolerance, pairwise_reg_func=func,
@@ -103,6 +105,7 @@ def register_pair_of_msims(msim1, msim2, transform_key, points_key="beads", pref
                            pairwise_reg_func=None, pairwise_reg_func_kwargs=None):
     "The peer's pairwise call, run by our `register` on the two views (one edge, no pruning); the edge as a Dataset."
     func = _method(pairwise_reg_func if pairwise_reg_func is not None else ORIGINALS["phase_correlation_registration"])
+    if isinstance(func, str): _mr(func)
     res = mr_register([msim1, msim2], transform_key, registration_binning=registration_binning,
                       reg_res_level=reg_res_level, overlap_tolerance=overlap_tolerance or 0.0, pairwise_reg_func=func,
                       pairwise_reg_func_kwargs=pairwise_reg_func_kwargs, pre_registration_pruning_method=None,
