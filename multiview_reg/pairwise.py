@@ -20,7 +20,8 @@ from .graph import overlap_region
 
 # %% auto #0
 __all__ = ['PAIRWISE_METHODS', 'register_pairwise_method', 'pairwise_method', 'get_pairwise_method', 'OverlapPair',
-           'auto_binning', 'extract_overlap_pair', 'null_crops', 'register_edge', 'register_pair', 'plot_pair_overlay']
+           'auto_binning', 'NotEnoughOverlapError', 'extract_overlap_pair', 'null_crops', 'register_edge',
+           'register_pair', 'plot_pair_overlay']
 
 # %% ../nbs/04_pairwise.ipynb #ce18ae7c
 _PHYSICAL_KWS = ("fixed_origin", "moving_origin", "fixed_spacing", "moving_spacing", "initial_affine")
@@ -188,6 +189,10 @@ def _crop(view, i0, i1, t, channel_index):
     "The pixels [i0, i1] (inclusive, per dim) of a view's spatial array, read into memory."
     return np.asarray(_spatial_array(view, t, channel_index)[tuple(slice(a, b + 1) for a, b in zip(i0, i1))])
 
+# %% ../nbs/04_pairwise.ipynb #compat0e1
+class NotEnoughOverlapError(ValueError):
+    "Two views do not overlap enough to be registered (a ValueError, named as in multiview-stitcher)."
+
 # %% ../nbs/04_pairwise.ipynb #05471070
 def _sliced_crops(vf, vm, i0, i1, m_init, rest, t, channel_index):
     "Raw crops of two axis-aligned views of equal spacing (the moving box = the fixed one shifted by whole pixels)."
@@ -196,7 +201,7 @@ def _sliced_crops(vf, vm, i0, i1, m_init, rest, t, channel_index):
     k = np.round((og_f + m_init[:-1, -1] - og_m) / sp_f).astype(int)  # fixed index + k ~ moving index
     j0, j1 = np.maximum(i0 + k, 0), np.minimum(i1 + k, sh_m - 1)
     i0, i1 = j0 - k, j1 - k
-    if np.any(i1 < i0): raise ValueError("view_fixed, view_moving: the overlap holds no whole pixel")
+    if np.any(i1 < i0): raise NotEnoughOverlapError("view_fixed, view_moving: the overlap holds no whole pixel")
     crop_f, crop_m = _bin(_crop(vf, i0, i1, t, channel_index), rest), _bin(_crop(vm, j0, j1, t, channel_index), rest)
     o_f = og_f + i0 * sp_f + (rest - 1) * sp_f / 2
     o_m = og_m + j0 * sp_m + (rest - 1) * sp_m / 2
@@ -269,7 +274,7 @@ def extract_overlap_pair(view_fixed, # fixed view (DataArray) or multiscale view
     margin = np.maximum(_margin(search_margin, dims, "search_margin"), _margin(tolerance, dims, "tolerance"))
     wide = reg if not margin.any() else overlap_region(view_fixed, view_moving, transform_key, t=t,
                                                        tolerance=dict(zip(dims, margin.tolist())))
-    if wide is None: raise ValueError("view_fixed, view_moving: the views do not overlap under "
+    if wide is None: raise NotEnoughOverlapError("view_fixed, view_moving: the views do not overlap under "
                                       f"{transform_key!r} (with tolerance {tolerance}, search margin {search_margin})")
     reg = reg if reg is not None else wide
     level, rest = _choose_level(view_fixed, view_moving, binning, res_level, dims)

@@ -83,8 +83,8 @@ def check_methods(pairwise_reg_func="phase_correlation", # as for `register`
                  ):
     "Unknown method names, arguments the methods do not take, or a bad threshold fail now, not after the pairwise step."
     thr = post_registration_quality_threshold
-    if isinstance(thr, bool) or not isinstance(thr, numbers.Real) or not 0 <= thr <= 1:
-        raise ValueError(f"post_registration_quality_threshold: expected a number in [0, 1], got {thr!r}")
+    if isinstance(thr, bool) or not isinstance(thr, numbers.Real) or not thr <= 1:  # < 0 (e.g. -1): keep every link
+        raise ValueError(f"post_registration_quality_threshold: expected a number <= 1 (negative: keep every link), got {thr!r}")
     _check_func_kwargs(get_pairwise_method(pairwise_reg_func), pairwise_reg_func_kwargs)
     resolver = RESOLVERS.get(groupwise_resolution_method, arg="groupwise_resolution_method")
     check_kwargs(resolver, groupwise_resolution_kwargs, "groupwise_resolution_kwargs", skip=("graph", "reference_view"))
@@ -133,6 +133,7 @@ def plan_pairwise(views:list, # views or multiscale views, as for `register`
     as2d = squeeze_z(views, transform_key)
     b = registration_binning
     if as2d is not None and b is not None and not isinstance(b, dict) and len(np.atleast_1d(b)) == 3: b = tuple(b)[1:]
+    if as2d is not None and isinstance(b, dict): b = {d: x for d, x in b.items() if d != "z"}  # one plane: z is not binned
     return dict(views=as2d if as2d is not None else list(views), as2d=as2d is not None, reg_res_level=reg_res_level,
                 registration_binning=b, n_parallel=n_parallel_pairwise_regs, max_pixels=max_pixels, plan=plan)
 
