@@ -23,7 +23,7 @@ CASES = {
 }
 LARGE = dict(grid=(7, 7), tile_shape=(256, 2048, 2048), n_levels=5, seed=0)
 LARGE_SPACING = (8.0, 16.0, 16.0)  # pyramid level 4 of the 1-unit input (z stops halving at 32 px)
-PEER_TIMEOUT = 1800
+PEER_TIMEOUT = 900
 
 
 def _rss_sampler(proc, stop, box, children=False):
