@@ -19,11 +19,14 @@ from .spatial import (SPATIAL_DIMS, as_view, get_spatial_dims, get_affine, view_
                                    affine_from_translation, compose_affines, apply_affine, view_from_array, box_corners)
 
 # %% auto #0
-__all__ = ['OverlapRegion', 'overlap_region', 'build_overlap_graph', 'footprint', 'plot_overlap_graph']
+__all__ = ['per_dim_distance', 'OverlapRegion', 'overlap_region', 'build_overlap_graph', 'footprint', 'plot_overlap_graph']
 
 # %% ../nbs/02_graph.ipynb #32e1eb81
-def _tolerance(tolerance, sdims, name="tolerance"):
-    "Per-dim tolerance as an array in (z, y, x) order, validated."
+def per_dim_distance(tolerance, # a physical distance: a number, or a dict by dim (missing dims: 0); None: 0
+                     sdims, # the spatial dims, e.g. ("y", "x")
+                     name:str="tolerance" # the user's argument, named in errors
+                    ) -> np.ndarray:
+    "A physical distance per spatial dim as an array in (z, y, x) order, validated (overlap tolerance, search range)."
     if tolerance is None: return np.zeros(len(sdims))
     if isinstance(tolerance, dict):
         unknown = [d for d in tolerance if d not in sdims]
@@ -65,7 +68,7 @@ def _view_geometry(view, transform_key, t=None, tolerance=0.0, name="tolerance")
     shape = {d: int(v.shape[v.dims.index(d)]) for d in sdims}
     st = [_coord_start_step(v, d, shape[d]) for d in sdims]
     og, sp = np.array([s[0] for s in st]), np.array([s[1] for s in st])
-    tol = _tolerance(tolerance, sdims, name)
+    tol = per_dim_distance(tolerance, sdims, name)
     lo, hi = og - sp / 2 - tol, og + (np.array(list(shape.values())) - 0.5) * sp + tol
     if np.any(hi <= lo):
         raise ValueError(f"{name}: a negative tolerance of {tolerance} shrinks a view of extent {hi - lo - 2 * tol} to nothing")

@@ -8,6 +8,7 @@ Docs: https://multiview-reg.github.io/multiview_reg/pairwise.html.md"""
 from __future__ import annotations
 import importlib
 import inspect
+import numbers
 import warnings
 from dataclasses import dataclass
 import numpy as np
@@ -16,7 +17,7 @@ from scipy import ndimage
 from .spatial import *
 from .core import Registry, check_kwargs
 from .metrics import ncc
-from .graph import overlap_region
+from .graph import overlap_region, per_dim_distance
 
 # %% auto #0
 __all__ = ['PAIRWISE_METHODS', 'register_pairwise_method', 'pairwise_method', 'get_pairwise_method', 'OverlapPair',
@@ -230,15 +231,12 @@ def _resampled_crops(vf, vm, i0, i1, m_init, rest, t, channel_index):
 
 # %% ../nbs/04_pairwise.ipynb #a5c95583
 def _margin(value, dims, name="max_shift"):
-    "A search margin as a per-dim array, physical: a number, a sequence in `dims` order, or a dict by dim."
-    if value is None: return np.zeros(len(dims))
-    if isinstance(value, dict):
-        unknown = [d for d in value if d not in dims]
-        if unknown: raise ValueError(f"{name}: unknown dims {unknown}; the views have {dims}")
-        value = [value.get(d, 0.0) for d in dims]
-    try: m = np.broadcast_to(np.asarray(value, float), (len(dims),)).copy()
-    except (TypeError, ValueError): raise ValueError(f"{name}: expected a number, one per dim {dims} or a dict by dim, got {value!r}")
-    if np.any(~np.isfinite(m)) or np.any(m < 0): raise ValueError(f"{name}: expected non-negative physical distances, got {value!r}")
+    "A non-negative search margin per dim, physical: a number, a sequence in `dims` order, or a dict by dim."
+    if value is not None and not isinstance(value, (dict, numbers.Number)):  # a sequence in dims order
+        try: value = dict(zip(dims, np.broadcast_to(np.asarray(value, float), (len(dims),)).tolist()))
+        except (TypeError, ValueError): raise ValueError(f"{name}: expected a number, one per dim {dims} or a dict by dim, got {value!r}")
+    m = per_dim_distance(value, dims, name)
+    if np.any(m < 0): raise ValueError(f"{name}: expected non-negative physical distances, got {value!r}")
     return m
 
 def _wide_crops(vf, vm, reg_wide, tf, tm, rest, t, channel_index):

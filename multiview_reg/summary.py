@@ -149,8 +149,7 @@ def stage_table(result, # `register(..., return_dict=True)`'s `RegistrationResul
                ) -> pd.DataFrame:
     "Per grid direction: links, nominal and measured step (physical), overlap along it (fraction), repeatability (physical)."
     result = _as_result(result)
-    plain = _plain_views(views, result, t)
-    key, tt = result.transform_key, (t if len(result.graphs) > 1 else None)
+    key, tt, plain = result.transform_key, (t if len(result.graphs) > 1 else None), _plain_views(views, result, t)
     rows = {}
     for e, s in ((result.link_status or {}).get(t) or {}).items():
         if not s.get("valid") or "displacement" not in s: continue
