@@ -6,6 +6,7 @@ Docs: https://multiview-reg.github.io/multiview_reg/register.html.md"""
 
 # %% ../nbs/06_register.ipynb #2ac9408f
 from __future__ import annotations
+import inspect
 import numbers
 import pickle
 import time
@@ -205,34 +206,49 @@ def pairwise_cache(views:list, # the views to register
     return {"dir": Path(cache_dir), "tokens": [_view_token(v, transform_key) for v in views]}
 
 # %% ../nbs/06_register.ipynb #08fd800f
+def _world_form(func) -> bool:
+    "True for multiview-stitcher's point form: keyword-only point sets (and maybe the images), without our physical arguments."
+    try: ps = inspect.signature(func).parameters
+    except (TypeError, ValueError): return False
+    if any(p.kind == p.VAR_KEYWORD for p in ps.values()): return False
+    return {"fixed_points", "moving_points"} <= set(ps) and not {"fixed_origin", "initial_affine"} <= set(ps)
+
 class _PointsPairwise:
-    "A pairwise function with the two views' point sets bound, the moving ones moved into the moving crop's frame."
-    def __init__(self, func, fixed_points, moving_points, m_view):
-        self.func, self.fixed_points, self.moving_points, self.m_view = func, fixed_points, moving_points, m_view
+    "A pairwise function with the two views' point sets bound (our contract: moving points in the moving crop's frame; the peer's form: world points in, world transform out)."
+    def __init__(self, func, fixed_points, moving_points, tf, tm):
+        self.func, self.fixed_points, self.moving_points, self.tf, self.tm = func, fixed_points, moving_points, tf, tm
+        self.m_view, self.world = invert_affine(tm) @ tf, _world_form(func)
     def __call__(self, fixed_data, moving_data, *, fixed_origin, moving_origin, fixed_spacing, moving_spacing,
                  initial_affine, **kwargs):
         # initial_affine = inv(moving_to_view) @ m_view, so the moving crop frame is initial_affine @ inv(m_view)
         init = initial_affine.transpose("x_in", "x_out").values if isinstance(initial_affine, xr.DataArray) else np.asarray(initial_affine)
         to_crop = init @ invert_affine(self.m_view)
+        if self.world:  # multiview-stitcher's form: points in the world, the result maps world(fixed) -> world(moving)
+            imgs = dict(fixed_data=fixed_data, moving_data=moving_data) if "fixed_data" in inspect.signature(self.func).parameters else {}
+            res = self.func(**imgs, fixed_points=apply_affine(self.tf, self.fixed_points),
+                            moving_points=apply_affine(self.tm, self.moving_points), **kwargs)
+            mat = res["affine_matrix"]
+            mat = mat.transpose("x_in", "x_out").values if isinstance(mat, xr.DataArray) else np.asarray(mat, float)
+            return {**res, "affine_matrix": to_crop @ invert_affine(self.tm) @ mat @ self.tf}
         return self.func(fixed_data, moving_data, fixed_origin=fixed_origin, moving_origin=moving_origin,
                          fixed_spacing=fixed_spacing, moving_spacing=moving_spacing, initial_affine=initial_affine,
                          fixed_points=self.fixed_points, moving_points=apply_affine(to_crop, self.moving_points), **kwargs)
 
 def _edge_points(pair, t, kw, points_key, prefilter):
-    "Overlap point sets of an edge (fixed frame, moving frame) and the views' fixed -> moving physical affine."
+    "Overlap point sets of an edge (fixed frame, moving frame) and the two views' affines (view physical -> world)."
     from multiview_reg.markers import overlap_points
     tol = kw["overlap_tolerance"]
     tol = max(tol.values()) if isinstance(tol, dict) else float(tol or 0)
     fp, mp = overlap_points(pair[0], pair[1], kw["transform_key"], points_key, prefilter=prefilter, tolerance=tol, t=t)
     tf, tm = (_affine_at(as_view(v), kw["transform_key"], t) for v in pair)
-    return fp, mp, invert_affine(tm) @ tf
+    return fp, mp, tf, tm
 
 # %% ../nbs/06_register.ipynb #1494a694
 def _edge_task(pair, u, v, kw, points=None, cache_file=None):
     "Register the edge (u, v) given only its two views (u < v); return the result keyed by the real indices."
     if points is not None:
-        fp, mp, m_view = _edge_points(pair, kw.get("t"), kw, *points)
-        kw = dict(kw, pairwise_reg_func=_PointsPairwise(get_pairwise_method(kw["pairwise_reg_func"]), fp, mp, m_view))
+        fp, mp, tf, tm = _edge_points(pair, kw.get("t"), kw, *points)
+        kw = dict(kw, pairwise_reg_func=_PointsPairwise(get_pairwise_method(kw["pairwise_reg_func"]), fp, mp, tf, tm))
     res = register_edge(pair, 0, 1, **kw)
     res["fixed"], res["moving"] = u, v
     if cache_file is not None: _cache_write(cache_file, res)
@@ -447,14 +463,15 @@ def corrections(views:list, # the views as given to `register`
                 as2d:bool=False, # True if single-plane 3D views were registered as 2D
                 transform_key:str=None, # the key the corrections are composed onto
                 new_transform_key:str=None # if given, store correction @ transform_key under this key
-               ) -> list: # one xarray correction per view: (nd+1)^2, or (t, nd+1, nd+1)
+               ) -> list: # one xarray correction per view: (t, nd+1, nd+1) for views with a t dim, else (nd+1)^2
     "One correction per view as xarray (3D again for single-plane views), stored under `new_transform_key` if given."
     nt, out = len(per_time), []
     for i, v in enumerate(views):
         mats = np.stack([p[i] for p in per_time])
         if as2d: mats = np.stack([_embed_z(m) for m in mats])
-        tc = as_view(v).coords["t"].values if nt > 1 else None
-        out.append(affine_to_xarray(mats[0] if nt == 1 else mats, t_coords=tc))
+        timed = "t" in as_view(v).dims  # views with a t dim keep it, also with one time point (as multiview-stitcher)
+        tc = as_view(v).coords["t"].values if timed else None
+        out.append(affine_to_xarray(mats if timed else mats[0], t_coords=tc))
         if new_transform_key is not None: set_affine(v, out[-1], new_transform_key, base_key=transform_key)
     return out
 
@@ -494,13 +511,21 @@ class RegistrationResult(Mapping):
     def __len__(self): return len(self.to_dict())
 
 # %% ../nbs/06_register.ipynb #70e2043a
+def _peer_graph(g):
+    "A copy of a registered graph whose edge `transform` follows multiview-stitcher (world of the fixed view -> world of the moving view, the inverse of our correction, kept as `correction`)."
+    h = g.copy()
+    for _, _, d in h.edges(data=True):
+        if d.get("transform") is not None and "correction" not in d:
+            d["correction"] = d["transform"]; d["transform"] = invert_affine(np.asarray(d["transform"]))
+    return h
+
 def _to_dict(self) -> dict:
     "multiview-stitcher's layout: params, pairwise_registration {graph, metrics, summary_plot}, groupwise_resolution."
-    one = len(self.graphs) == 1
+    one, graphs = len(self.graphs) == 1, {t: _peer_graph(g) for t, g in self.graphs.items()}
     q = self.qualities[0] if one else {(t, *e): x for t, qt in self.qualities.items() for e, x in qt.items()}
     plots = self.summary_plots or (None, None)
     return {"params": self.params,
-            "pairwise_registration": {"graph": self.graphs[0] if one else self.graphs, "metrics": {"qualities": q},
+            "pairwise_registration": {"graph": graphs[0] if one else graphs, "metrics": {"qualities": q},
                                       "summary_plot": plots[0]},
             "groupwise_resolution": {"metrics": {"edge_residuals": self.residuals, "used_edges": self.used_edges},
                                      "summary_plot": plots[1]}}
@@ -508,6 +533,13 @@ def _to_dict(self) -> dict:
 RegistrationResult.to_dict = _to_dict
 
 # %% ../nbs/06_register.ipynb #82d4441c
+def _own_graph(g):
+    "Undo `_peer_graph`: edge `transform` back to our correction."
+    h = g.copy()
+    for _, _, d in h.edges(data=True):
+        if "correction" in d: d["transform"] = d.pop("correction")
+    return h
+
 def _from_dict(cls, d:dict # register()'s dict, this layout or the older one (with 'graphs', 'view_quality', ...)
              ) -> RegistrationResult:
     "A `RegistrationResult` from a result dict of older code; `transform_key` must be in it."
@@ -517,6 +549,7 @@ def _from_dict(cls, d:dict # register()'s dict, this layout or the older one (wi
     if missing: raise KeyError(f"result: missing {missing}; pass the result of register(..., return_dict=True)")
     pr, gm = d["pairwise_registration"], d["groupwise_resolution"]["metrics"]
     graphs = pr.get("graphs") or (pr["graph"] if isinstance(pr["graph"], dict) else {0: pr["graph"]})
+    graphs = {t: _own_graph(g) for t, g in graphs.items()}
     q = pr["metrics"]["qualities"]
     q = {0: dict(q)} if len(graphs) == 1 else {t: {k[1:]: x for k, x in q.items() if k[0] == t} for t in graphs}
     return cls(list(d["params"]), graphs, q, gm["edge_residuals"], gm["used_edges"], d.get("view_quality", {}),

@@ -17,6 +17,8 @@ from multiview_reg.graph import build_overlap_graph
 from multiview_reg.pruning import prune
 from multiview_reg.resolvers import resolve
 from multiview_reg.pairwise import auto_binning
+try: from multiview_reg.pairwise import NotEnoughOverlapError as _OurNotEnoughOverlap
+except ImportError: _OurNotEnoughOverlap = ()  # older multiview_reg
 from multiview_reg.spatial import affine_to_xarray, as_view, get_affine, get_point_keys, get_shape
 
 # The peer's pairwise backends and ours (looked up by name at call time: the peer's functions stay untouched)
@@ -78,6 +80,21 @@ def register(msims, transform_key=None, points_key="beads", prefilter_markers=Fa
     "The peer's `registration.register` signature, run by `multiview_reg.register.register`."
     func = _method(pairwise_reg_func if pairwise_reg_func is not None else ORIGINALS["phase_correlation_registration"])
     if isinstance(func, str): _mr(func)
+    try: return _register(msims, transform_key, func, points_key, prefilter_markers, reg_channel_index, reg_channel,
+                          new_transform_key, registration_binning, reg_res_level, overlap_tolerance,
+                          pairwise_reg_func_kwargs, groupwise_resolution_method, groupwise_resolution_kwargs,
+                          pre_registration_pruning_method, pre_reg_pruning_method_kwargs,
+                          post_registration_do_quality_filter, post_registration_quality_threshold, plot_summary, pairs,
+                          n_parallel_pairwise_regs, return_dict)
+    except _OurNotEnoughOverlap as e:  # the peer's users catch its own exception class
+        from multiview_stitcher.mv_graph import NotEnoughOverlapError
+        raise NotEnoughOverlapError(str(e)) from e
+
+def _register(msims, transform_key, func, points_key, prefilter_markers, reg_channel_index, reg_channel,
+              new_transform_key, registration_binning, reg_res_level, overlap_tolerance, pairwise_reg_func_kwargs,
+              groupwise_resolution_method, groupwise_resolution_kwargs, pre_registration_pruning_method,
+              pre_reg_pruning_method_kwargs, post_registration_do_quality_filter, post_registration_quality_threshold,
+              plot_summary, pairs, n_parallel_pairwise_regs, return_dict):
     return mr_register(msims, transform_key, new_transform_key=new_transform_key, reg_channel=reg_channel,
                        reg_channel_index=reg_channel_index, registration_binning=registration_binning,
                        reg_res_level=reg_res_level, overlap_tolerance=overlap_tolerance, pairwise_reg_func=func,
@@ -125,8 +142,8 @@ def register_pair_of_msims_over_time(msim1, msim2, **kwargs):
 
 def get_optimal_registration_binning(sim1, sim2, max_total_pixels_per_stack=None, overlap_tolerance=None):
     "Our automatic binning (`pairwise.auto_binning`, budget 2**21 pixels per crop) of the larger view."
-    shape = np.maximum(get_shape(as_view(sim1), True), get_shape(as_view(sim2), True))
     dims = [d for d in ("z", "y", "x") if d in sim1.dims]
+    shape = np.maximum([sim1.sizes[d] for d in dims], [sim2.sizes[d] for d in dims])
     return dict(zip(dims, auto_binning(shape)))
 
 def stabilize(msims, reg_channel_index=0, reg_res_level=None, sigma=2, transform_key=None, new_transform_key=None,

@@ -62,3 +62,60 @@ def test_no_overlap_raises_not_enough_overlap():
     with pytest.raises(NotEnoughOverlapError, match="do not overlap"):
         extract_overlap_pair(a, b, "stage")
     assert issubclass(NotEnoughOverlapError, ValueError)
+
+
+def _timed_tiles(shift_x=3.0):
+    "Two 2D tiles with a 't' dim of length one, the second one misplaced by `shift_x` px in x."
+    rng = np.random.default_rng(1)
+    im = ndimage.gaussian_filter(rng.random((100, 140)), 1.5).astype(np.float32)
+    return [view_from_array(im[None, :, x0:x0 + 80], dims=("t", "y", "x"), t_coords=[0],
+                            affine=affine_from_translation([0.0, x0 + err]), transform_key="stage")
+            for x0, err in ((0, 0.0), (60, shift_x))]
+
+
+def test_single_time_point_keeps_t():
+    "Item 3: views with a t dim of length one get params with ('t', 'x_in', 'x_out'); p.sel(t=0) works."
+    views = _timed_tiles(3.0)
+    res = register(views, "stage", return_dict=True, progress=False)
+    for p in (res["params"], register(_timed_tiles(3.0), "stage", progress=False)):
+        assert p[0].dims == ("t", "x_in", "x_out")
+        rel = (p[1] - p[0]).sel(t=0, x_in="x", x_out="1").item()
+        assert abs(rel - (-3.0)) < 0.1
+
+
+def test_returned_graph_scores_with_the_peers_metrics():
+    "Item 4: the dict's graph carries the peer's edge convention: its tile_pair_image_metrics scores our links NCC ~1."
+    msv = pytest.importorskip("multiview_stitcher")
+    from multiview_stitcher import metrics, msi_utils, sample_data
+    sims = sample_data.generate_tiled_dataset(ndim=2, N_c=1, N_t=1, tile_size=15, tiles_x=2, tiles_y=1, overlap=10,
+                                              zoom=6, shift_scale=0.0, drift_scale=0.0, transform_key="affine_metadata")
+    msims = [msi_utils.get_msim_from_sim(s, scale_factors=[]) for s in sims]
+    res = register(msims, "affine_metadata", reg_channel_index=0, return_dict=True, progress=False)
+    g = res["pairwise_registration"]["graph"]
+    out = metrics.tile_pair_image_metrics(msims, base_transform_key="affine_metadata", pairs_graph=g,
+                                          metric_funcs={"ncc": metrics.normalized_cross_correlation})
+    nccs = [m["transform"]["ncc"] for m in out["pairs"].values()]
+    assert len(nccs) >= 1 and min(nccs) > 0.95, nccs
+    back = type(res).from_dict(dict(res.to_dict(), transform_key="affine_metadata"))  # round trip: our convention again
+    e = next(iter(res.graphs[0].edges))
+    assert np.allclose(back.graphs[0].edges[e]["transform"], res.graphs[0].edges[e]["transform"])
+
+
+def test_point_functions_in_the_peers_keyword_only_form():
+    "Item 7: `f(*, fixed_points, moving_points)` (no images, world points in, world transform out) registers a known error."
+    from multiview_reg.spatial import set_points
+    rng = np.random.default_rng(2)
+    beads = np.c_[rng.uniform(5, 35, 12), rng.uniform(25, 37, 12)]  # world positions, inside the overlap
+    err = np.array([0.0, 2.5])  # the moving view's stage position is off by this
+    im = ndimage.gaussian_filter(rng.random((40, 60)), 1.5).astype(np.float32)
+    a = view_from_array(im[:, :40], transform_key="stage")
+    b = view_from_array(im[:, 20:60], affine=affine_from_translation([0.0, 20.0] + err), transform_key="stage")
+    set_points(a, beads); set_points(b, beads - [0.0, 20.0])
+    seen = {}
+    def peer_style(*, fixed_points, moving_points):
+        seen["fixed"], seen["moving"] = fixed_points, moving_points
+        return {"affine_matrix": affine_from_translation(moving_points.mean(0) - fixed_points.mean(0)), "quality": 1.0}
+    p = register([a, b], "stage", pairwise_reg_func=peer_style, points_key="beads", progress=False)
+    assert np.allclose(seen["fixed"], beads) and np.allclose(seen["moving"], beads + err)  # world coordinates
+    rel = np.asarray(p[1])[:2, 2] - np.asarray(p[0])[:2, 2]
+    assert np.allclose(rel, -err, atol=1e-6)
