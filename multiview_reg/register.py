@@ -519,9 +519,11 @@ def _peer_graph(g):
             d["correction"] = d["transform"]; d["transform"] = invert_affine(np.asarray(d["transform"]))
     return h
 
-def _to_dict(self) -> dict:
+def _to_dict(self, peer_edges:bool=False # True: graph edges in multiview-stitcher's convention (see `_peer_graph`)
+            ) -> dict:
     "multiview-stitcher's layout: params, pairwise_registration {graph, metrics, summary_plot}, groupwise_resolution."
-    one, graphs = len(self.graphs) == 1, {t: _peer_graph(g) for t, g in self.graphs.items()}
+    one = len(self.graphs) == 1
+    graphs = {t: _peer_graph(g) for t, g in self.graphs.items()} if peer_edges else self.graphs
     q = self.qualities[0] if one else {(t, *e): x for t, qt in self.qualities.items() for e, x in qt.items()}
     plots = self.summary_plots or (None, None)
     return {"params": self.params,

@@ -95,7 +95,7 @@ def _register(msims, transform_key, func, points_key, prefilter_markers, reg_cha
               groupwise_resolution_method, groupwise_resolution_kwargs, pre_registration_pruning_method,
               pre_reg_pruning_method_kwargs, post_registration_do_quality_filter, post_registration_quality_threshold,
               plot_summary, pairs, n_parallel_pairwise_regs, return_dict):
-    return mr_register(msims, transform_key, new_transform_key=new_transform_key, reg_channel=reg_channel,
+    res = mr_register(msims, transform_key, new_transform_key=new_transform_key, reg_channel=reg_channel,
                        reg_channel_index=reg_channel_index, registration_binning=registration_binning,
                        reg_res_level=reg_res_level, overlap_tolerance=overlap_tolerance, pairwise_reg_func=func,
                        pairwise_reg_func_kwargs=pairwise_reg_func_kwargs,
@@ -108,6 +108,8 @@ def _register(msims, transform_key, func, points_key, prefilter_markers, reg_cha
                        plot_summary=plot_summary, pairs=pairs, n_parallel_pairwise_regs=n_parallel_pairwise_regs,
                        return_dict=return_dict, progress=False,
                        points_key=_points_key(msims, points_key, func), prefilter_markers=prefilter_markers)
+    # the peer's dict layout: graph edges in its convention (world of fixed -> world of moving)
+    return res.to_dict(peer_edges=True) if return_dict else res
 
 def _edge_dataset(res, edge, tf, tm):
     "One registered edge as the peer's Dataset: transform (world of fixed -> world of moving), quality, bbox."

@@ -84,19 +84,19 @@ def test_single_time_point_keeps_t():
 
 
 def test_returned_graph_scores_with_the_peers_metrics():
-    "Item 4: the dict's graph carries the peer's edge convention: its tile_pair_image_metrics scores our links NCC ~1."
+    "Item 4: to_dict(peer_edges=True) gives the peer's edge convention: its tile_pair_image_metrics scores our links NCC ~1."
     msv = pytest.importorskip("multiview_stitcher")
     from multiview_stitcher import metrics, msi_utils, sample_data
     sims = sample_data.generate_tiled_dataset(ndim=2, N_c=1, N_t=1, tile_size=15, tiles_x=2, tiles_y=1, overlap=10,
                                               zoom=6, shift_scale=0.0, drift_scale=0.0, transform_key="affine_metadata")
     msims = [msi_utils.get_msim_from_sim(s, scale_factors=[]) for s in sims]
     res = register(msims, "affine_metadata", reg_channel_index=0, return_dict=True, progress=False)
-    g = res["pairwise_registration"]["graph"]
+    g = res.to_dict(peer_edges=True)["pairwise_registration"]["graph"]
     out = metrics.tile_pair_image_metrics(msims, base_transform_key="affine_metadata", pairs_graph=g,
                                           metric_funcs={"ncc": metrics.normalized_cross_correlation})
     nccs = [m["transform"]["ncc"] for m in out["pairs"].values()]
     assert len(nccs) >= 1 and min(nccs) > 0.95, nccs
-    back = type(res).from_dict(dict(res.to_dict(), transform_key="affine_metadata"))  # round trip: our convention again
+    back = type(res).from_dict(dict(res.to_dict(peer_edges=True), transform_key="affine_metadata"))  # ours again
     e = next(iter(res.graphs[0].edges))
     assert np.allclose(back.graphs[0].edges[e]["transform"], res.graphs[0].edges[e]["transform"])
 
