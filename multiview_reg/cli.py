@@ -27,7 +27,8 @@ def register_files(tiles:list, # TIFF files, a folder of TIFFs, or OME-Zarr imag
                    channel:int=None, # channel index for multi-channel tiles
                    grid=None, # (rows, cols) layout instead of a positions file
                    overlap:float=0.1, # with grid: fraction of a tile shared with its neighbour
-                   progress:bool=True # show a progress bar
+                   progress:bool=True, # show a progress bar
+                   fuse:str=None # also fuse the registered tiles into this OME-Zarr folder (streamed, with a pyramid)
                   ): # register's result (a `register.RegistrationResult`)
     "Read tiles with their stage positions, register them, write the transforms as JSON."
     from multiview_reg.io import read_views, save_transforms
@@ -48,6 +49,9 @@ def register_files(tiles:list, # TIFF files, a folder of TIFFs, or OME-Zarr imag
     except (ValueError, KeyError) as e:  # e.g. an unknown --method, no overlap anywhere, a missing channel
         raise _InputError(str(e).strip("'\"")) from None
     save_transforms(views, out, "registered", qualities=[res.view_quality[i] for i in range(len(views))])
+    if fuse is not None:
+        from multiview_reg.fusion import fuse as fuse_views, write_ome_zarr
+        write_ome_zarr(fuse_views(views, "registered"), fuse, overwrite=True, progress=progress)
     return res
 
 # %% ../nbs/10_cli.ipynb #550e8cf5
@@ -96,11 +100,18 @@ def _parser():
                    help="transform type of the global solution (default translation)")
     r.add_argument("--channel", type=int, default=None, help="channel index to register, for multi-channel tiles")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--fuse", metavar="OUT.ome.zarr", default=None,
+                   help="also fuse the registered tiles into this OME-Zarr image (streamed, with a pyramid)")
+    sub.add_parser("fuse", add_help=False, help="fuse registered views into one OME-Zarr image (see `multiview-reg fuse --help`)")
     return p
 
 # %% ../nbs/10_cli.ipynb #e4bb725c
 def main(argv=None):
     "The `multiview-reg` console script."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "fuse":  # its own parser (06c_fusion_tools), with one-line errors
+        from multiview_reg.fusion_tools import fuse_cli
+        return fuse_cli(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "atlas":
         from multiview_reg.atlas_cli import run_atlas
@@ -111,9 +122,10 @@ def main(argv=None):
         elif args.command == "register":
             res = register_files(args.tiles, positions=args.positions, spacing=args.spacing, out=args.out,
                                  method=args.method, transform=args.transform, channel=args.channel, grid=args.grid,
-                                 overlap=args.overlap, progress=not args.quiet)
+                                 overlap=args.overlap, progress=not args.quiet, fuse=args.fuse)
             q = res.view_quality
-            print(f"registered {len(q)} tiles ({sum(1 for x in q.values() if x < 0.2)} with low quality); wrote {args.out}")
+            print(f"registered {len(q)} tiles ({sum(1 for x in q.values() if x < 0.2)} with low quality); wrote {args.out}"
+                  + (f" and {args.fuse}" if args.fuse else ""))
             print(summary_line(res))
             for t in sorted(res.graphs):
                 text = links_text(res, t)

@@ -62,7 +62,7 @@ def demo(ndim:int=2, # 2 or 3 spatial dims
          seed:int=0, # dataset seed
          progress:bool=False # show a progress bar over pairwise registrations
         ) -> dict: # {'before', 'after': registration_error dicts, 'result': register's `RegistrationResult`}
-    "Register the built-in sample tile scan, compare with its ground truth, write summary.png and transforms.json."
+    "Register the built-in sample tile scan, compare with its ground truth, write summary.png, fused_before_after.png and transforms.json."
     if ndim not in (2, 3): raise ValueError(f"ndim: expected 2 or 3, got {ndim}")
     from multiview_reg.summary import summary_figures
     from multiview_reg.io import save_transforms
@@ -71,5 +71,9 @@ def demo(ndim:int=2, # 2 or 3 spatial dims
     png = _figures_to_png(list(summary_figures(res, views).values()), outdir / "summary.png")
     js = save_transforms(views, outdir / "transforms.json", "registered",
                          qualities=[res.view_quality[i] for i in range(len(views))])
-    print(f"wrote {png} and {js}")
+    from multiview_reg.fusion_tools import fuse_before_after_figure  # the stitched sample, before and after
+    import matplotlib.pyplot as plt
+    fig = fuse_before_after_figure(views, "stage", "registered", z=None)
+    fused = outdir / "fused_before_after.png"; fig.savefig(fused, dpi=80); plt.close(fig)
+    print(f"wrote {png}, {fused} and {js}")
     return {"before": before, "after": after, "result": res}
