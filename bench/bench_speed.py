@@ -1,0 +1,117 @@
+"""Speed, round two (issue 20): the rotation-capable backends side by side with multiview-stitcher, the rigid
+resolution of 10,000 views, and a cProfile of the 3D phase-correlation pairwise path.
+
+Run by hand:  python bench/bench_speed.py [--only rot_elastix rot_sitk resolve_10k profile_3d] [--out bench/RESULTS_speed.md]
+
+Each (case, tool) runs in a fresh subprocess (imports, itk's first-call cost and memory do not leak between runs);
+time = the call only (dataset generated before), wall and CPU. Error: `metrics.registration_error` (rigid gauge,
+corner error, px) against the known truth.
+- rot_*: 3D 2x2 grid of 32x128x128 tiles, spacing (2, .5, .5), each tile rotated by N(0, 0.015 rad) (seed 0: 2.0,
+  0.5, 0.1, 0.8 deg), `register(..., pairwise_reg_func=..., groupwise_resolution_kwargs={'transform': 'rigid'})`;
+  peer: `registration.register(..., pairwise_reg_func=registration_ITKElastix, groupwise_resolution_kwargs=
+  {'transform': 'rigid'})` with dask threads. Both: default stages (translation, rigid), default pruning.
+- resolve_10k: `resolve(synthetic_graph((100, 100), 'rigid', rotation=0.005, noise=0.2, outlier_fraction=0.01),
+  'global_optimization', transform='rigid')`.
+- profile_3d: cProfile of `register_edge` over every edge of a 3D 3x3 grid of 48x192x192 tiles (phase correlation).
+"""
+import argparse, json, os, subprocess, sys, time, warnings
+from pathlib import Path
+
+ROT = dict(ndim=3, grid=(1, 2, 2), tile_shape=(32, 128, 128), spacing=(2, .5, .5), rotation=0.015, seed=0)
+CASES = {"rot_elastix": ("ours", "peer"), "rot_sitk": ("ours",), "resolve_10k": ("ours",), "profile_3d": ("ours",)}
+
+
+def _timed(fn):
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def run_rot(tool, method):
+    import numpy as np
+    from multiview_reg.data import tiled_dataset
+    from multiview_reg.metrics import registration_error
+    from multiview_reg.spatial import set_affine
+    views, truth = tiled_dataset(**ROT)
+    if tool == "peer":
+        import dask
+        from multiview_stitcher import registration, msi_utils
+        msims = [msi_utils.get_msim_from_sim(v, scale_factors=[]) for v in views]
+        def call():
+            with dask.config.set(scheduler="threads"):
+                return registration.register(msims, transform_key="stage", reg_channel_index=0, new_transform_key="registered",
+                                             pairwise_reg_func=registration.registration_ITKElastix,
+                                             groupwise_resolution_kwargs={"transform": "rigid"})
+        params, wall, cpu = _timed(call)
+        for v, p in zip(views, params):
+            set_affine(v, p.squeeze().transpose("x_in", "x_out").values if "t" in p.dims else p.transpose("x_in", "x_out").values,
+                       "registered", base_key="stage")
+        n_pairs = "4 (alternating pattern)"
+    else:
+        from multiview_reg.register import register
+        res, wall, cpu = _timed(lambda: register(views, "stage", new_transform_key="registered", pairwise_reg_func=method,
+                                                 groupwise_resolution_kwargs={"transform": "rigid"}, progress=False))
+        n_pairs = sum(g.number_of_edges() for g in res.graphs.values())
+    err = registration_error(views, "registered", truth)
+    return dict(wall_s=wall, cpu_s=cpu, mean_px=float(err["mean_px"]), max_px=float(err["max_px"]), pairs=str(n_pairs))
+
+
+
+def run_resolve():
+    from multiview_reg.data import synthetic_graph
+    from multiview_reg.resolvers import resolve
+    from multiview_reg.metrics import correction_error
+    g, truth = synthetic_graph((100, 100), transform="rigid", rotation=0.005, noise=0.2, outlier_fraction=0.01, seed=0)
+    (params, info), wall, cpu = _timed(lambda: resolve(g, "global_optimization", transform="rigid"))
+    err = correction_error(params, truth, g, "rigid")
+    m = info["metrics"]["per_component"][0]
+    return dict(wall_s=wall, cpu_s=cpu, rms_px=float(err["rms"]), max_px=float(err["max"]), rounds=m["rounds"],
+                solver_iterations=m["solver_iterations"])
+
+
+def run_profile():
+    import cProfile, io, pstats
+    from multiview_reg.data import tiled_dataset
+    from multiview_reg.graph import build_overlap_graph
+    from multiview_reg.pairwise import register_edge
+    views, truth = tiled_dataset(ndim=3, grid=(1, 3, 3), tile_shape=(48, 192, 192), spacing=(2, .5, .5), seed=0)
+    edges = sorted(tuple(sorted(e)) for e in build_overlap_graph(views, "stage").edges)
+    pr = cProfile.Profile()
+    def call():
+        pr.enable()
+        for u, v in edges: register_edge(views, u, v, "stage")
+        pr.disable()
+    _, wall, cpu = _timed(call)
+    s = io.StringIO(); pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(15)
+    top = [l for l in s.getvalue().splitlines() if l.strip() and (l.strip()[0].isdigit() or "ncalls" in l)]
+    return dict(wall_s=wall, cpu_s=cpu, pairs=len(edges), profile=top)
+
+
+def run_one(case, tool):
+    warnings.simplefilter("ignore")
+    if case.startswith("rot_"): out = run_rot(tool, case[4:])
+    elif case == "resolve_10k": out = run_resolve()
+    else: out = run_profile()
+    print("RESULT " + json.dumps(dict(out, case=case, tool=tool)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS_speed.md")))
+    ap.add_argument("--only", nargs="*", default=list(CASES))
+    ap.add_argument("--run", nargs=2, metavar=("CASE", "TOOL"))
+    a = ap.parse_args()
+    if a.run: return run_one(*a.run)
+    rows = []
+    for case in a.only:
+        for tool in CASES[case]:
+            p = subprocess.run([sys.executable, __file__, "--run", case, tool], capture_output=True, text=True)
+            line = next((l for l in p.stdout.splitlines() if l.startswith("RESULT ")), None)
+            r = json.loads(line[7:]) if line else dict(case=case, tool=tool, failed=(p.stderr.strip().splitlines() or ["?"])[-1])
+            r["load"] = os.getloadavg()[0]; rows.append(r); print(r, flush=True)
+    Path(a.out).with_suffix(".jsonl").open("a").write("".join(json.dumps(r) + "\n" for r in rows))
+    print("rows appended to", Path(a.out).with_suffix(".jsonl"))
+
+
+if __name__ == "__main__":
+    main()
