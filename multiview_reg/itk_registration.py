@@ -6,7 +6,6 @@ Docs: https://multiview-reg.github.io/multiview_reg/itk_registration.html.md"""
 
 # %% ../nbs/04c_itk_registration.ipynb #6a536cb5
 from __future__ import annotations
-import tempfile
 import warnings
 import numpy as np
 from scipy import ndimage
@@ -93,6 +92,13 @@ def _run_sitk_stage(reg, kind, fi, mi, current, center, hist):
 
 # %% ../nbs/04c_itk_registration.ipynb #4a41116f
 _TRANSFORM_TYPES = ("translation", "rigid", "similarity", "affine")  # the stages the pairwise backends fit
+_SITK_SAMPLES = 20000  # metric points per iteration: enough for overlap crops; random positions avoid the grid bias of linear interpolation
+
+def _sitk_levels(shape, shrink_factors, sigmas):
+    "The pyramid for a crop: shrink factors capped so the thinnest side keeps ~8 px, repeated levels merged (finest smoothing kept)."
+    out = {}
+    for s, sg in zip(shrink_factors, sigmas): out[int(min(s, max(1, min(shape) // 8)))] = float(sg)
+    return list(out), list(out.values())
 
 @pairwise_method("sitk")
 def sitk_registration(fixed_data, # fixed crop
@@ -110,7 +116,7 @@ def sitk_registration(fixed_data, # fixed crop
                       n_iterations:int=200, # iterations per level
                       learning_rate:float=None, # initial step, physical; default 2 x the largest spacing
                       min_step:float=None, # convergence step, physical; default 1e-3 x the smallest spacing
-                      sampling_percentage:float=None, # random metric sampling fraction (None: every pixel)
+                      sampling_percentage="auto", # random metric sampling fraction, points jittered within voxels; 'auto': ~20,000 points (every pixel below 40,000); None: every pixel
                       interpolator:str="linear", # 'linear' or 'bspline'
                       seed:int=0 # seed of the metric sampling
                      ) -> dict:
@@ -128,13 +134,16 @@ def sitk_registration(fixed_data, # fixed crop
         return {"affine_matrix": init, "quality": 0.0}
     fmask, mmask = np.isfinite(f), np.isfinite(m)
     fi, mi = _to_sitk(np.where(fmask, f, np.nanmean(f)), fo, fs), _to_sitk(np.where(mmask, m, np.nanmean(m)), mo, ms)
-    shrink = [int(min(s, max(1, min(f.shape) // 8))) for s in shrink_factors]  # thin crops: no level below ~8 px
+    shrink, sigmas = _sitk_levels(f.shape, shrink_factors, smoothing_sigmas)
+    if isinstance(sampling_percentage, str):
+        check_choice(sampling_percentage, ("auto",), "sampling_percentage")
+        sampling_percentage = _SITK_SAMPLES / f.size if f.size > 2 * _SITK_SAMPLES else None  # small crops: every pixel
     center = fo + (np.array(f.shape) - 1) * fs / 2
     lr = 2 * max(fs.max(), ms.max()) if learning_rate is None else learning_rate
     mstep = 1e-3 * min(fs.min(), ms.min()) if min_step is None else min_step
     current, hist = init.copy(), []
     for kind in types:
-        reg = _sitk_method(metric, sampling_percentage, seed, interpolator, lr, mstep, n_iterations, shrink, smoothing_sigmas)
+        reg = _sitk_method(metric, sampling_percentage, seed, interpolator, lr, mstep, n_iterations, shrink, sigmas)
         if not fmask.all(): reg.SetMetricFixedMask(_to_sitk(fmask.astype(np.float32), fo, fs) > 0.5)
         if not mmask.all(): reg.SetMetricMovingMask(_to_sitk(mmask.astype(np.float32), mo, ms) > 0.5)
         current = _run_sitk_stage(reg, kind, fi, mi, current, center, hist)
@@ -179,16 +188,32 @@ def _elastix_start(f, m, fo, mo, fs, ms, init):
     return init, m_use, fo, fs
 
 # %% ../nbs/04c_itk_registration.ipynb #0d743e4a
-def _affine_from_field(field, fo, fs, shape):
-    "Least-squares affine p -> p + d(p) of a displacement field (z, y, x) on the fixed crop's grid (exact for affine stages)."
-    nd = len(shape)
-    grid = np.stack(np.meshgrid(*[fo[d] + fs[d] * np.arange(n) for d, n in enumerate(shape)], indexing="ij"), -1)
-    step = max(1, int(round((np.prod(shape) / 20000) ** (1 / nd))))
-    sl = tuple(slice(None, None, step) for _ in range(nd))
-    p = grid[sl].reshape(-1, nd); q = p + field[sl].reshape(-1, nd)
-    sol, *_ = np.linalg.lstsq(np.c_[p, np.ones(len(p))], q, rcond=None)
-    fitted = np.eye(nd + 1); fitted[:nd] = sol.T
-    return fitted
+def _elastix_map_matrix(pm:dict, nd):
+    "Homogeneous (z, y, x) matrix of one elastix transform parameter map (fixed physical -> moving physical), via SimpleITK's transforms."
+    import SimpleITK as sitk
+    name, par = pm["Transform"][0], [float(x) for x in pm["TransformParameters"]]
+    if name == "TranslationTransform": return _sitk_matrix(sitk.TranslationTransform(nd, par), nd)
+    kinds = {("EulerTransform", 2): sitk.Euler2DTransform, ("EulerTransform", 3): sitk.Euler3DTransform,
+             ("SimilarityTransform", 2): sitk.Similarity2DTransform, ("SimilarityTransform", 3): sitk.Similarity3DTransform,
+             ("AffineTransform", 2): lambda: sitk.AffineTransform(2), ("AffineTransform", 3): lambda: sitk.AffineTransform(3)}
+    if (name, nd) not in kinds: raise ValueError(f"elastix returned a {name!r} transform, which is not one of the affine stages")
+    tx = kinds[(name, nd)]()
+    tx.SetCenter([float(x) for x in pm.get("CenterOfRotationPoint", ["0"] * nd)])
+    if name == "EulerTransform" and nd == 3: tx.SetComputeZYX(pm.get("ComputeZYX", ["false"])[0] == "true")
+    tx.SetParameters(par)
+    return _sitk_matrix(tx, nd)
+
+def _elastix_result_matrix(po, nd):
+    "The (z, y, x) matrix of elastix's result parameter object: stages composed in order (elastix 'Compose': later stages outermost)."
+    out = np.eye(nd + 1)
+    for i in range(po.GetNumberOfParameterMaps()): out = _elastix_map_matrix(dict(po.GetParameterMap(i)), nd) @ out
+    return out
+
+def _elastix_schedule(shape, n_resolutions, n_spatial_samples):
+    "Pyramid levels and samples for a crop: levels while the thinnest side keeps >= 8 px (at most 4), samples <= a quarter of the pixels."
+    n_res = int(np.clip(1 + np.floor(np.log2(max(min(shape), 1) / 8)), 1, 4)) if n_resolutions is None else int(n_resolutions)
+    n_samp = None if n_spatial_samples is None else int(min(n_spatial_samples, max(256, np.prod(shape) // 4)))
+    return n_res, n_samp
 
 # %% ../nbs/04c_itk_registration.ipynb #78b85158
 @pairwise_method("elastix")
@@ -202,9 +227,9 @@ def elastix_registration(fixed_data, # fixed crop
                          initial_affine, # fixed physical -> moving physical from the current transforms
                          transform_types=("translation", "rigid"), # stages: 'translation', 'rigid', 'similarity', 'affine'
                          metric:str="correlation", # 'mattes', 'correlation' or 'mean_squares' (aliases: core.canonical_metric)
-                         n_resolutions:int=4, # pyramid levels per stage
-                         n_iterations:int=500, # iterations per level
-                         n_spatial_samples:int=8192, # random samples per iteration (None: every pixel)
+                         n_resolutions:int=None, # pyramid levels per stage (None: from the crop, thinnest side >= 8 px, at most 4)
+                         n_iterations:int=250, # iterations per level
+                         n_spatial_samples:int=2048, # random samples per iteration, at most a quarter of the crop (None: every pixel)
                          n_threads:int=None, # threads for itk, set globally (None: leave as is)
                          parameter_overrides:dict=None # extra elastix parameters for every stage, e.g. {'MaximumStepLength': '1'}
                         ) -> dict:
@@ -223,12 +248,11 @@ def elastix_registration(fixed_data, # fixed crop
     fmask, mmask = np.isfinite(f), np.isfinite(m_use)
     fi = _to_itk(np.where(fmask, f, np.nanmean(f)), fo, fs)
     mi = _to_itk(np.where(mmask, m_use, np.nanmean(m_use)), mo_use, ms_use)
-    po = _elastix_parameters(itk, types, metric, n_resolutions, n_iterations, n_spatial_samples, parameter_overrides)
+    n_res, n_samp = _elastix_schedule(f.shape, n_resolutions, n_spatial_samples)
+    po = _elastix_parameters(itk, types, metric, n_res, n_iterations, n_samp, parameter_overrides)
     kw = {}
     if not fmask.all(): kw["fixed_mask"] = itk.image_from_array(fmask.astype(np.uint8)); kw["fixed_mask"].CopyInformation(fi)
     if not mmask.all(): kw["moving_mask"] = itk.image_from_array(mmask.astype(np.uint8)); kw["moving_mask"].CopyInformation(mi)
     _, result = itk.elastix_registration_method(fi, mi, parameter_object=po, log_to_console=False, **kw)
-    with tempfile.TemporaryDirectory() as tmp:  # transformix writes deformationField.nii: keep it out of the cwd
-        field = itk.array_from_image(itk.transformix_deformation_field(mi, result, output_directory=tmp))[..., ::-1]
-    mat = pre @ _affine_from_field(field, fo, fs, f.shape)
+    mat = pre @ _elastix_result_matrix(result, f.ndim)  # the stages' parameters, no transformix field
     return {"affine_matrix": mat, "quality": _quality_after(f, m, fo, mo, fs, ms, mat)}
