@@ -51,7 +51,7 @@ def run_rot(tool, method):
         from multiview_reg.register import register
         res, wall, cpu = _timed(lambda: register(views, "stage", new_transform_key="registered", pairwise_reg_func=method,
                                                  groupwise_resolution_kwargs={"transform": "rigid"}, progress=False))
-        n_pairs = sum(g.number_of_edges() for g in res.graphs.values())
+        n_pairs = "pruned graph"
     err = registration_error(views, "registered", truth)
     return dict(wall_s=wall, cpu_s=cpu, mean_px=float(err["mean_px"]), max_px=float(err["max_px"]), pairs=str(n_pairs))
 
