@@ -50,7 +50,9 @@ def _register(self:Registry, name:str, # the name users pass to select the metho
     key = self._key(name)
     def add(f):
         if not callable(f): raise TypeError(f"{self.what} {name!r}: expected a function, got {type(f).__name__}")
-        if key in self._funcs and not overwrite and self._funcs[key] is not f:
+        old = self._funcs.get(key)
+        same = old is f or getattr(old, "__qualname__", None) == getattr(f, "__qualname__", 0)  # a re-definition (a notebook cell run again)
+        if old is not None and not overwrite and not same:
             raise ValueError(f"name: a {self.what} called {name!r} is already registered "
                              f"({getattr(self._funcs[key], '__qualname__', self._funcs[key])}); pass overwrite=True to replace it")
         self._funcs[key] = f

@@ -111,7 +111,7 @@ def stage_model_correction(model:dict, # from `fit_stage_model`
     target = apply_affine(np.asarray(model["matrix"], float), c[None])[0]
     return affine_from_linear(lin, target - lin @ c)
 
-# %% ../nbs/05b_links.ipynb #07ecc338
+# %% ../nbs/05b_links.ipynb #a89520e9
 def _edge_geometry(graph, views, transform_key, t, edges):
     "Nominal steps and displacements (world units) of the given edges."
     from multiview_reg.spatial import view_center
@@ -124,7 +124,8 @@ def _edge_geometry(graph, views, transform_key, t, edges):
         d = graph.edges[e]
         steps.append(c(d["moving"]) - c(d["fixed"]))
         disp.append(link_displacement(d["transform"], d["bbox"]))
-    return np.array(steps).reshape(len(edges), -1), np.array(disp).reshape(len(edges), -1)
+    if not edges: return np.zeros((0, 0)), np.zeros((0, 0))  # a time point without registered links
+    return np.array(steps), np.array(disp)
 
 # %% ../nbs/05b_links.ipynb #b980445e
 def _verdict(valid, reason, **kw):

@@ -430,8 +430,9 @@ def register_edge(views:list, # the views (DataArrays or multiscale views)
                               resample=True if space == "pixel" else None, channel_index=reg_channel_index,
                               search_margin=max_shift)
     kw = dict(pairwise_reg_func_kwargs or {})
-    if max_shift is not None and "max_shift" in _parameters(func) and "max_shift" not in kw:
-        kw["max_shift"] = _margin(max_shift, op.dims)  # functions that search are told how far
+    search = np.maximum(_margin(max_shift, op.dims), _margin(overlap_tolerance, op.dims, "overlap_tolerance"))
+    if search.any() and "max_shift" in _parameters(func) and "max_shift" not in kw:
+        kw["max_shift"] = search  # functions that search are told how far (the search range or the overlap tolerance)
     m_crop, quality, extra = _call_pairwise(func, op, kw)
     m_view = op.moving_to_view @ m_crop  # fixed physical -> moving physical
     tf, tm, reg = op.fixed_transform, op.moving_transform, op.region
