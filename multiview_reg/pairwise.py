@@ -44,7 +44,8 @@ def _function_space(func) -> str:
 # %% ../nbs/04_pairwise.ipynb #a1967aa8
 PAIRWISE_METHODS = Registry("pairwise method", builtins={
     "phase_correlation": "multiview_reg.phase_correlation", "markers": "multiview_reg.markers",
-    "sitk": "multiview_reg.itk_registration", "elastix": "multiview_reg.itk_registration"})
+    "sitk": "multiview_reg.itk_registration", "elastix": "multiview_reg.itk_registration",
+    "ants": "multiview_reg.ants_registration"})
 
 def pairwise_method(name:str, # the name `register(..., pairwise_reg_func=name)` finds it by (case-insensitive)
                     overwrite:bool=False # replace a method already registered under `name`
