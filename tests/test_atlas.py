@@ -468,7 +468,10 @@ def test_a_stage_that_lowers_ncc_is_dropped_with_a_warning(monkeypatch):
         res = register_to_atlas(sm["image"], 0.2, as_image(tm["image"], 0.2), progress=False,
                                 options={"rigid": {"iterations": 30}, "affine": {"iterations": 30}})
     q = res.info["quality"]
-    assert q["bspline"] < q["affine"] and res.info["kept"] == "affine"
+    # the bad B-spline is never kept; the kept stage is the best linear one (rigid and affine can tie within
+    # SimpleITK's sampling noise of ~0.01 NCC, so either may win)
+    assert res.info["kept"] in ("rigid", "affine") and q["bspline"] < q[res.info["kept"]]
+    assert q[res.info["kept"]] == max(q[s] for s in ("rigid", "affine") if s in q)
     assert res.transform.GetNumberOfTransforms() == 2                    # T0 and the linear part only
     from multiview_reg.metrics import ncc
     assert ncc(res.warp_image(), tm["image"], tm["labels"] > 0) > 0.95   # the kept (affine) result is what is applied
