@@ -17,7 +17,7 @@ from .data import synthetic_graph  # transitional: moved to multiview_reg.data
 from .metrics import correction_error  # transitional: moved to multiview_reg.metrics
 
 # %% auto #0
-__all__ = ['RESOLVERS', 'register_resolver', 'resolver', 'resolve', 'resolve_timepoints', 'resolve_shortest_paths',
+__all__ = ['RESOLVERS', 'resolver', 'register_resolver', 'resolve', 'resolve_timepoints', 'resolve_shortest_paths',
            'resolve_global_optimization', 'resolve_linear_two_pass']
 
 # %% ../nbs/05_resolvers.ipynb #66771d2d
@@ -30,7 +30,9 @@ def resolver(name:str, # the name `resolve(..., method=name)` will use (case-ins
     "Decorator: register `f(graph_component, **kwargs) -> (params, info)` as a global resolution method."
     return RESOLVERS.register(name, overwrite=overwrite)
 
-register_resolver = resolver  # transitional: the old name of `resolver`
+def register_resolver(name:str, overwrite:bool=False):  # transitional: the old name of `resolver`
+    "The old name of `resolver` (transitional; use `resolver`)."
+    return resolver(name, overwrite)
 
 # %% ../nbs/05_resolvers.ipynb #3103f2d2
 def _edge_key(graph, u, v):
