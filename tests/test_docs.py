@@ -147,6 +147,7 @@ def _check_api_pages_show_every_exported_function_with_signature(browser_run):
         for name in getattr(mod, "__all__", []):
             obj = getattr(mod, name)
             if not (inspect.isfunction(obj) or inspect.isclass(obj)): continue
+            if getattr(obj, "__module__", mod.__name__) != mod.__name__: continue  # a re-export: documented on its home page
             assert name in heads, f"{href} ({nbname}) has no entry for exported {modname}.{name}; entries: {sorted(heads)}"
             sig = re.sub(r"\s+", " ", heads[name]["sig"])
             assert re.search(rf"\b(def|class)\s+{re.escape(name)}\s*\(", sig), \
