@@ -7,6 +7,7 @@ Docs: https://multiview-reg.github.io/multiview_reg/register.html.md"""
 # %% ../nbs/06_register.ipynb #2ac9408f
 from __future__ import annotations
 import inspect
+import logging
 import numbers
 import pickle
 import time
@@ -28,9 +29,11 @@ from .core import check_kwargs, atomic_write
 from .scale import plan_registration
 from .links import assess_links, default_max_shift, place_by_stage_model
 
+logger = logging.getLogger(__name__)  # INFO: how the pairwise registrations are scheduled
+
 
 # %% auto #0
-__all__ = ['check_inputs', 'check_methods', 'squeeze_z', 'plan_pairwise', 'registration_graph', 'pairwise_cache',
+__all__ = ['logger', 'check_inputs', 'check_methods', 'squeeze_z', 'plan_pairwise', 'registration_graph', 'pairwise_cache',
            'register_pairs', 'filter_links', 'resolve_links', 'place_unlinked', 'edge_residuals', 'corrections',
            'RegistrationResult', 'build_result', 'register', 'register_within_memory']
 
@@ -279,6 +282,8 @@ def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_fil
     tasks = {i: dask.delayed(_edge_task, pure=False)([views[edges[i][0]], views[edges[i][1]]], *edges[i],
                                                       dict(kw, null_samples=null_counts.get(i, 0)), points,
                                                       cache_files[i]) for i in todo}
+    if todo: logger.info("Computing all pairwise registrations in parallel (%d pairs)" if n_parallel is None else
+                        "Computing pairwise registrations at most %d at a time", len(todo) if n_parallel is None else n_parallel)
     bar = tqdm(total=len(edges), initial=len(edges) - len(todo), desc="pairwise registrations", unit="pair",
                disable=not progress, leave=False)
     client = _active_client()

@@ -63,11 +63,30 @@ def _collect():
 
 globals().update(_collect())
 
+# test id pattern -> the deliberate difference it asserts (one row each of the table in nbs/06_register.ipynb,
+# "Deliberate differences from multiview-stitcher"). Expected to fail, strictly: if one starts passing, we changed a
+# convention without updating the table.
+import re  # noqa: E402
+DELIBERATE = {
+    r"test_registration__register\[3-": "log wording: we do not force 3D pairs to run one at a time, so we do not log "
+                                        "'Setting n_parallel_pairwise_regs to 1 for 3D data'",
+    r"test_registration__constant_pairwise_reg$": "warning wording: ours names the function and the constant value",
+    r"test_registration__registration_with_reg_res_level$": "error wording: ours says 'not a multiple of the factors'",
+    r"test_registration__get_optimal_registration_binning$": "binning budget: power-of-two factors per overlap crop "
+                                                             "under max_pixels (2**21), not 400**3 per stack",
+    r"test_registration__stabilize_requires_enough_timepoints$": "stabilize works from 3 time points (the peer needs 8)",
+    r"test_integration__diversity_stitching\[\d-1-": "overlap extent: a view spans its pixel edges, so tiles sharing "
+                                                   "one pixel column overlap (the peer: they touch, NotEnoughOverlapError)",
+}
+
 @pytest.fixture(autouse=True)
 def _routed(request, monkeypatch):
-    "Skip what is not applicable; route the peer's calls to multiview_reg for the rest."
+    "Skip what is not applicable; mark deliberate differences; route the peer's calls to multiview_reg for the rest."
     name = request.node.originalname.split("__", 1)[-1]
     why = NOT_APPLICABLE.get("test_" + name)
     if why: pytest.skip(f"not applicable: {why}")
+    for pat, reason in DELIBERATE.items():
+        if re.search(pat, request.node.name):
+            request.applymarker(pytest.mark.xfail(reason=f"deliberate difference: {reason}", strict=True))
     msv_adapter.route(monkeypatch)
     yield
