@@ -12,8 +12,6 @@ import numbers
 import pickle
 import time
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import networkx as nx
@@ -28,6 +26,7 @@ from .resolvers import resolve, RESOLVERS
 from .core import check_kwargs, atomic_write
 from .scale import plan_registration
 from .links import assess_links, default_max_shift, place_by_stage_model
+from .result import RegistrationResult, build_result
 
 logger = logging.getLogger(__name__)  # INFO: how the pairwise registrations are scheduled
 
@@ -35,7 +34,7 @@ logger = logging.getLogger(__name__)  # INFO: how the pairwise registrations are
 # %% auto #0
 __all__ = ['logger', 'check_inputs', 'check_methods', 'squeeze_z', 'plan_pairwise', 'registration_graph', 'pairwise_cache',
            'register_pairs', 'filter_links', 'resolve_links', 'place_unlinked', 'edge_residuals', 'corrections',
-           'RegistrationResult', 'build_result', 'register', 'register_within_memory']
+           'register', 'register_within_memory']
 
 # %% ../nbs/06_register.ipynb #39563ddc
 def _channel_index(plain, reg_channel, reg_channel_index):
@@ -479,133 +478,6 @@ def corrections(views:list, # the views as given to `register`
         out.append(affine_to_xarray(mats if timed else mats[0], t_coords=tc))
         if new_transform_key is not None: set_affine(v, out[-1], new_transform_key, base_key=transform_key)
     return out
-
-# %% ../nbs/06_register.ipynb #3cd03a34
-_LEGACY_KEYS = {"view_quality": "view_quality", "timing": "timing", "warnings": "warnings", "memory_plan": "plan",
-                "transform_key": "transform_key", "new_transform_key": "new_transform_key",
-                "pruning_method": "pruning_method", "n_cached_pairs": "n_cached_pairs"}
-
-@dataclass(eq=False, repr=False)
-class RegistrationResult(Mapping):
-    "What `register` produced, as named attributes; also a mapping with multiview-stitcher's layout (`to_dict`)."
-    params: list # one correction per view (xarray): (nd+1)^2, or (t, nd+1, nd+1) for time series
-    graphs: dict # {t: registered overlap graph}, pairwise results on its edges
-    qualities: dict # {t: {(u, v): pairwise quality in [0, 1]}}
-    residuals: dict # {t: {(u, v): residual under the corrections, physical}}
-    used_edges: dict # {t: [(u, v) used by the resolver]}
-    view_quality: dict # {view: quality of its best used link (worst time point); 0: unlinked}
-    timing: dict # seconds: graph, pairwise, resolution, total
-    warnings: list # the warnings of the run, as text
-    transform_key: str # the transforms the corrections are composed onto
-    new_transform_key: str = None # where the registered transforms were stored (or None)
-    plan: dict = None # the memory plan (`scale.MemoryPlan`) when max_memory was given
-    pruning_method: dict = field(default_factory=dict) # {t: pruning method that ran}
-    n_cached_pairs: int = 0 # pairwise results read from cache_dir
-    link_status: dict = field(default_factory=dict) # {t: {(u, v): {'valid': bool, 'reason': str}}}
-    stage_model: dict = field(default_factory=dict) # {t: fitted stage model or None}
-    resolver_metrics: dict = field(default_factory=dict) # {t: the resolver's metrics}
-    summary_plots: tuple = None # (pairwise, resolution) figures with plot_summary=True
-    link_checks: dict = field(default_factory=dict) # {t: null threshold, whether the score discriminates, link model}
-
-    def __getitem__(self, key):
-        d = self.to_dict()
-        if key in d: return d[key]
-        if key in _LEGACY_KEYS: return getattr(self, _LEGACY_KEYS[key])
-        raise KeyError(key)
-    def __iter__(self): return iter(self.to_dict())
-    def __len__(self): return len(self.to_dict())
-
-# %% ../nbs/06_register.ipynb #70e2043a
-def _peer_graph(g):
-    "A copy of a registered graph whose edge `transform` follows multiview-stitcher (world of the fixed view -> world of the moving view, the inverse of our correction, kept as `correction`)."
-    h = g.copy()
-    for _, _, d in h.edges(data=True):
-        if d.get("transform") is not None and "correction" not in d:
-            d["correction"] = d["transform"]; d["transform"] = invert_affine(np.asarray(d["transform"]))
-    return h
-
-def _to_dict(self, peer_edges:bool=False # True: graph edges in multiview-stitcher's convention (see `_peer_graph`)
-            ) -> dict:
-    "multiview-stitcher's layout: params, pairwise_registration {graph, metrics, summary_plot}, groupwise_resolution."
-    one = len(self.graphs) == 1
-    graphs = {t: _peer_graph(g) for t, g in self.graphs.items()} if peer_edges else self.graphs
-    q = self.qualities[0] if one else {(t, *e): x for t, qt in self.qualities.items() for e, x in qt.items()}
-    plots = self.summary_plots or (None, None)
-    return {"params": self.params,
-            "pairwise_registration": {"graph": graphs[0] if one else graphs, "metrics": {"qualities": q},
-                                      "summary_plot": plots[0]},
-            "groupwise_resolution": {"metrics": {"edge_residuals": self.residuals, "used_edges": self.used_edges},
-                                     "summary_plot": plots[1]}}
-
-RegistrationResult.to_dict = _to_dict
-
-# %% ../nbs/06_register.ipynb #82d4441c
-def _own_graph(g):
-    "Undo `_peer_graph`: edge `transform` back to our correction."
-    h = g.copy()
-    for _, _, d in h.edges(data=True):
-        if "correction" in d: d["transform"] = d.pop("correction")
-    return h
-
-def _from_dict(cls, d:dict # register()'s dict, this layout or the older one (with 'graphs', 'view_quality', ...)
-             ) -> RegistrationResult:
-    "A `RegistrationResult` from a result dict of older code; `transform_key` must be in it."
-    if isinstance(d, RegistrationResult): return d
-    if not isinstance(d, Mapping): raise TypeError(f"result: expected register()'s result, got {type(d).__name__}")
-    missing = [k for k in ("params", "pairwise_registration", "groupwise_resolution", "transform_key") if k not in d]
-    if missing: raise KeyError(f"result: missing {missing}; pass the result of register(..., return_dict=True)")
-    pr, gm = d["pairwise_registration"], d["groupwise_resolution"]["metrics"]
-    graphs = pr.get("graphs") or (pr["graph"] if isinstance(pr["graph"], dict) else {0: pr["graph"]})
-    graphs = {t: _own_graph(g) for t, g in graphs.items()}
-    q = pr["metrics"]["qualities"]
-    q = {0: dict(q)} if len(graphs) == 1 else {t: {k[1:]: x for k, x in q.items() if k[0] == t} for t in graphs}
-    return cls(list(d["params"]), graphs, q, gm["edge_residuals"], gm["used_edges"], d.get("view_quality", {}),
-               d.get("timing", {}), list(d.get("warnings", [])), d["transform_key"], d.get("new_transform_key"),
-               d.get("memory_plan"), d.get("pruning_method", {}), d.get("n_cached_pairs", 0))
-
-RegistrationResult.from_dict = classmethod(_from_dict)
-
-# %% ../nbs/06_register.ipynb #87580ba1
-def _result_repr(self):
-    "One line: views, time points, links registered and used, warnings."
-    n_links = sum(len(s) for s in self.link_status.values()) or sum(g.number_of_edges() for g in self.graphs.values())
-    n_used = sum(len(u) for u in self.used_edges.values())
-    return (f"RegistrationResult({len(self.params)} views, {len(self.graphs)} time point(s), {n_links} links registered, "
-            f"{n_used} used, {len(self.warnings)} warning(s))")
-
-RegistrationResult.__repr__ = _result_repr
-
-# %% ../nbs/06_register.ipynb #9c7e553b
-def _result_markdown(self, max_rows:int=30):
-    "A compact table: one row per registered link (the first `max_rows`), then the warnings."
-    rows = ["| t | link | quality | residual | used | why |", "|---|---|---|---|---|---|"]
-    for t, st in self.link_status.items():
-        for (u, v), s in sorted(st.items()):
-            rows.append(f"| {t} | {u}-{v} | {self.qualities[t].get((u, v), np.nan):.3g} | "
-                        f"{self.residuals[t].get((u, v), np.nan):.3g} | {'yes' if s['valid'] else 'no'} | {s['reason']} |")
-    more = f"\n\n... {len(rows) - 2 - max_rows} more links" if len(rows) - 2 > max_rows else ""
-    warns = "".join(f"\n- warning: {w}" for w in self.warnings)
-    return f"**{repr(self)}**\n\n" + "\n".join(rows[:max_rows + 2]) + more + "\n" + warns
-
-RegistrationResult._repr_markdown_ = _result_markdown
-
-# %% ../nbs/06_register.ipynb #94bba248
-def build_result(params:list, # from `corrections`
-                 steps:dict, # {t: what one time point produced} (see `register`)
-                 timing:dict, # seconds per stage
-                 transform_key:str, # as for `register`
-                 new_transform_key:str=None, # as for `register`
-                 plan=None # the memory plan, or None
-                ) -> RegistrationResult:
-    "Gather the time points' graphs, figures and statuses into a `RegistrationResult`."
-    per = lambda k: {t: s[k] for t, s in steps.items()}
-    vq = {i: float(min([s["view_quality"][i] for s in steps.values() if i in s["view_quality"]] or [0.0]))
-          for i in range(len(params))}
-    return RegistrationResult(params, per("graph"), per("qualities"), per("residuals"), per("used_edges"), vq, timing,
-                              [w for s in steps.values() for w in s["warnings"]], transform_key, new_transform_key, plan,
-                              per("pruning_method"), sum(s["n_cached"] for s in steps.values()), per("link_status"),
-                              {t: s.get("stage_model") for t, s in steps.items()}, per("resolver_metrics"),
-                              link_checks={t: s.get("link_checks") for t, s in steps.items()})
 
 # %% ../nbs/06_register.ipynb #15b048db
 def _register_time_point(work, t, o, cache, timing):
