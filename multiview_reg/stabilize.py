@@ -110,11 +110,12 @@ def _view_trajectory(view, transform_key, reg_channel_index, reg_res_level, n_pa
     p = trajectory_from_shifts(n_t, pairs, shifts * sp, q)  # physical, in the view's frame
     v0 = as_view(view)
     centre = get_origin(v0, True) + (get_shape(v0, True) - 1) * get_spacing(v0, True) / 2
+    if transform_key is None: return centre + p  # no transform: the view's own physical frame
     timed = "t" in get_affine(v0, transform_key, as_xarray=True).dims
     return np.stack([apply_affine(get_affine(v0, transform_key, t if timed else None), centre + p[t]) for t in range(n_t)])
 
 def stabilize(views:list, # views or multiscale views, each with a 't' dim (stabilised independently)
-              transform_key:str, # the transforms that place the views (static or one per time point)
+              transform_key:str=None, # the transforms that place the views (static or one per time point); None: the views' own physical frames
               reg_channel_index:int=0, # channel to register, for views with a 'c' dim
               reg_res_level:int=None, # pyramid level to register at; None: automatic (2**21 pixels per frame)
               sigma:float=2, # width of the trajectory smoothing, time points: slower motion is drift and is kept

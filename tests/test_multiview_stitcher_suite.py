@@ -5,7 +5,7 @@ test_mv_graph, test_integration, test_metrics. They keep their data generators a
 sends the peer's `registration.register` (and its pairwise calls, backends, `stabilize`, binning heuristic),
 `mv_graph.build_view_adjacency_graph_from_msims` / `prune_view_adjacency_graph` and
 `param_resolution.groupwise_resolution` to our code. Tests that exercise only the peer's own internals (nothing of
-ours is called) are skipped with the reason in `NOT_APPLICABLE`; deliberate differences are in tests/MSV_DIFFERENCES.md.
+ours is called) are skipped with the reason in `NOT_APPLICABLE`; deliberate differences are in the table "Deliberate differences from multiview-stitcher" of nbs/06_register.ipynb.
 
 Run: `python -m pytest -q -p no:cacheprovider tests/test_multiview_stitcher_suite.py --slow -rA --tb=line`
 
