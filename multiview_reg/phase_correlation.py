@@ -152,12 +152,23 @@ def _integer_candidates(f, m, mf, mm, peaks, fast, min_overlap, window=None):
             out.append((ncc(f[sl[0]], m[sl[1]], mask), s, sl))
     return sorted(out, key=lambda c: -c[0])
 
+# %% ../nbs/04a_phase_correlation.ipynb #d9a1f804
+def _shift_spline(coef, d):
+    "Cubic B-spline with coefficients `coef` sampled at index + d (d per axis, px): separable 4-tap filters, as `ndimage.shift(coef, -d, order=3, prefilter=False)` away from the borders."
+    out = coef
+    for ax, s in enumerate(d):  # a constant shift gives the same 4 spline weights at every pixel (Unser 1999, doi:10.1109/79.799930)
+        n = int(np.floor(s)); f = float(s) - n
+        w = np.array([(1 - f) ** 3, 4 - 6 * f * f + 3 * f ** 3, 1 + 3 * f + 3 * f * f - 3 * f ** 3, f ** 3], np.float32) / 6
+        if n: out = np.take(out, np.clip(np.arange(out.shape[ax]) + n, 0, out.shape[ax] - 1), axis=ax)
+        out = ndimage.correlate1d(out, w, axis=ax, mode="nearest", origin=-1)  # taps at offsets -1, 0, 1, 2
+    return out
+
 # %% ../nbs/04a_phase_correlation.ipynb #0446db95
 def _refine_subpixel(a, b, mask, upsample, window_alpha, n_refine):
     "Sub-pixel shift of two nearly aligned patches (upsampled DFT, then Lucas-Kanade steps): (shift, b shifted by it)."
     sub = _subpixel(a, b, mask, upsample, window_alpha, 0.0)
     coef = ndimage.spline_filter(np.where(mask, b, float(b[mask].mean())), order=3, mode="nearest")  # once
-    shifted = lambda d: ndimage.shift(coef, -d, order=3, mode="nearest", prefilter=False)
+    shifted = lambda d: _shift_spline(coef, d)
     b2 = shifted(sub)
     for _ in range(n_refine):  # Gauss-Newton (Lucas-Kanade) steps on the overlap, with an intensity gain and offset
         step = _lucas_kanade_step(a, b2, mask, sub)
