@@ -8,10 +8,9 @@ Docs: https://multiview-reg.github.io/multiview_reg/ants.html.md"""
 from __future__ import annotations
 import os
 import tempfile
-import warnings
 import numpy as np
 from .core import canonical_metric, canonical_transform_types, check_choice
-from .pairwise import pairwise_method, _physical_inputs, _degenerate, _quality_after
+from .pairwise import pairwise_method, pairwise_contract, PhysicalCrops
 
 # %% auto #0
 __all__ = ['ants_registration']
@@ -43,14 +42,9 @@ _ANTS_STAGES = {"translation": "Translation", "rigid": "Rigid", "similarity": "S
 _ANTS_METRICS = {"mattes": "mattes", "correlation": "GC", "mean_squares": "meansquares"}
 
 @pairwise_method("ants")
-def ants_registration(fixed_data, # fixed crop
-                      moving_data, # moving crop
+@pairwise_contract
+def ants_registration(crops:PhysicalCrops, # the contract's arguments as arrays (see `pairwise_contract`)
                       *,
-                      fixed_origin, # physical first-pixel centre of the fixed crop
-                      moving_origin, # physical first-pixel centre of the moving crop
-                      fixed_spacing, # physical pixel size of the fixed crop
-                      moving_spacing, # physical pixel size of the moving crop
-                      initial_affine, # fixed physical -> moving physical from the current transforms
                       transform_types=("translation", "rigid"), # stages: 'translation', 'rigid', 'similarity', 'affine' (any case)
                       metric:str="correlation", # 'correlation', 'mattes' or 'mean_squares' (aliases: core.canonical_metric)
                       shrink_factors=(8, 4, 2, 1), # multi-resolution shrink factor per level, pixels (ANTs: 6, 4, 2, 1)
@@ -61,15 +55,11 @@ def ants_registration(fixed_data, # fixed crop
     "Intensity-based registration with ANTsPy (Avants et al. 2011, doi:10.1016/j.neuroimage.2010.09.025)."
     types = canonical_transform_types(transform_types, allowed=tuple(_ANTS_STAGES))
     metric = check_choice(canonical_metric(metric), tuple(_ANTS_METRICS), "metric")
-    f, m, fo, mo, fs, ms, init = _physical_inputs(fixed_data, moving_data, fixed_origin, moving_origin,
-                                                  fixed_spacing, moving_spacing, initial_affine)
-    why = _degenerate(f, "fixed") or _degenerate(m, "moving")
-    if why:
-        warnings.warn(f"ants_registration: {why}; returning the initial transform with quality 0")
-        return {"affine_matrix": init, "quality": 0.0}
-    import ants  # optional dependency: pip install multiview_reg[ants]
     if len(shrink_factors) != len(smoothing_sigmas):
         raise ValueError(f"smoothing_sigmas: expected one per level of shrink_factors ({len(shrink_factors)}), got {len(smoothing_sigmas)}")
+    if skipped := crops.unregistrable("ants_registration"): return skipped
+    f, m, fo, mo, fs, ms, init = crops
+    import ants  # optional dependency: pip install multiview_reg[ants]
     shrink = tuple(int(min(x, max(1, min(f.shape) // 8))) for x in shrink_factors)  # thin crops: no level below ~8 px
     nd = f.ndim
     kw = {"aff_metric": _ANTS_METRICS[metric], "random_seed": int(seed), "aff_shrink_factors": shrink,
@@ -90,4 +80,4 @@ def ants_registration(fixed_data, # fixed crop
                                     initial_transform=[_ants_initial(ants, current, nd, tmp)], **kw)
             current = _ants_matrix(ants, out["fwdtransforms"][0], nd)  # ANTs folds the initial transform in
     current = shift(c2) @ current @ shift(-c)  # back to the crops' own physical coordinates
-    return {"affine_matrix": current, "quality": _quality_after(f, m, fo, mo, fs, ms, current)}
+    return {"affine_matrix": current, "quality": crops.quality_after(current)}

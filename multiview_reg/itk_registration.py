@@ -6,12 +6,11 @@ Docs: https://multiview-reg.github.io/multiview_reg/itk_registration.html.md"""
 
 # %% ../nbs/04c_itk_registration.ipynb #6a536cb5
 from __future__ import annotations
-import warnings
 import numpy as np
 from scipy import ndimage
 from .spatial import affine_from_translation, affine_from_linear, invert_affine
 from .core import canonical_metric, canonical_transform_types, check_choice, load_itk
-from .pairwise import pairwise_method, _physical_inputs, _degenerate, _quality_after
+from .pairwise import pairwise_method, pairwise_contract, PhysicalCrops
 
 # %% auto #0
 __all__ = ['sitk_registration', 'elastix_registration']
@@ -90,25 +89,24 @@ def _run_sitk_stage(reg, kind, fi, mi, current, center, hist):
     reg.Execute(fi, mi)
     return current @ _sitk_matrix(stage, nd)  # moving = initial(stage(fixed))
 
-# %% ../nbs/04c_itk_registration.ipynb #4a41116f
+# %% ../nbs/04c_itk_registration.ipynb #03f7363a
 _TRANSFORM_TYPES = ("translation", "rigid", "similarity", "affine")  # the stages the pairwise backends fit
-_SITK_SAMPLES = 20000  # metric points per iteration: enough for overlap crops; random positions avoid the grid bias of linear interpolation
 
 def _sitk_levels(shape, shrink_factors, sigmas):
     "The pyramid for a crop: shrink factors capped so the thinnest side keeps ~8 px, repeated levels merged (finest smoothing kept)."
+    if len(shrink_factors) != len(sigmas):
+        raise ValueError(f"smoothing_sigmas: expected one per level of shrink_factors ({len(shrink_factors)}), got {len(sigmas)}")
     out = {}
     for s, sg in zip(shrink_factors, sigmas): out[int(min(s, max(1, min(shape) // 8)))] = float(sg)
     return list(out), list(out.values())
 
+# %% ../nbs/04c_itk_registration.ipynb #4a41116f
+_SITK_SAMPLES = 20000  # metric points per iteration: enough for overlap crops; random positions avoid the grid bias of linear interpolation
+
 @pairwise_method("sitk")
-def sitk_registration(fixed_data, # fixed crop
-                      moving_data, # moving crop
+@pairwise_contract
+def sitk_registration(crops:PhysicalCrops, # the contract's arguments as arrays (see `pairwise_contract`)
                       *,
-                      fixed_origin, # physical first-pixel centre of the fixed crop
-                      moving_origin, # physical first-pixel centre of the moving crop
-                      fixed_spacing, # physical pixel size of the fixed crop
-                      moving_spacing, # physical pixel size of the moving crop
-                      initial_affine, # fixed physical -> moving physical from the current transforms
                       transform_types=("translation", "rigid"), # one of 'translation', 'rigid', 'similarity', 'affine', or stages
                       metric:str="correlation", # 'correlation', 'mattes', 'mean_squares' or 'ants' (aliases: core.canonical_metric)
                       shrink_factors=(8, 4, 2, 1), # multi-resolution shrink factor per level, pixels
@@ -121,23 +119,16 @@ def sitk_registration(fixed_data, # fixed crop
                       seed:int=0 # seed of the metric sampling
                      ) -> dict:
     "Intensity-based registration with SimpleITK (Lowekamp et al. 2013, doi:10.3389/fninf.2013.00045)."
-    import SimpleITK as sitk
     types = canonical_transform_types(transform_types, allowed=_TRANSFORM_TYPES)
     metric = canonical_metric(metric); interpolator = check_choice(interpolator, ("linear", "bspline"), "interpolator")
-    if len(shrink_factors) != len(smoothing_sigmas):
-        raise ValueError(f"smoothing_sigmas: expected one per level of shrink_factors ({len(shrink_factors)}), got {len(smoothing_sigmas)}")
-    f, m, fo, mo, fs, ms, init = _physical_inputs(fixed_data, moving_data, fixed_origin, moving_origin,
-                                                  fixed_spacing, moving_spacing, initial_affine)
-    why = _degenerate(f, "fixed") or _degenerate(m, "moving")
-    if why:
-        warnings.warn(f"sitk_registration: {why}; returning the initial transform with quality 0")
-        return {"affine_matrix": init, "quality": 0.0}
+    shrink, sigmas = _sitk_levels(crops.fixed.shape, shrink_factors, smoothing_sigmas)
+    if isinstance(sampling_percentage, str): check_choice(sampling_percentage, ("auto",), "sampling_percentage")
+    if skipped := crops.unregistrable("sitk_registration"): return skipped
+    f, m, fo, mo, fs, ms, init = crops
     fmask, mmask = np.isfinite(f), np.isfinite(m)
     fi, mi = _to_sitk(np.where(fmask, f, np.nanmean(f)), fo, fs), _to_sitk(np.where(mmask, m, np.nanmean(m)), mo, ms)
-    shrink, sigmas = _sitk_levels(f.shape, shrink_factors, smoothing_sigmas)
-    if isinstance(sampling_percentage, str):
-        check_choice(sampling_percentage, ("auto",), "sampling_percentage")
-        sampling_percentage = _SITK_SAMPLES / f.size if f.size > 2 * _SITK_SAMPLES else None  # small crops: every pixel
+    if isinstance(sampling_percentage, str):  # 'auto'; small crops: every pixel
+        sampling_percentage = _SITK_SAMPLES / f.size if f.size > 2 * _SITK_SAMPLES else None
     center = fo + (np.array(f.shape) - 1) * fs / 2
     lr = 2 * max(fs.max(), ms.max()) if learning_rate is None else learning_rate
     mstep = 1e-3 * min(fs.min(), ms.min()) if min_step is None else min_step
@@ -147,7 +138,7 @@ def sitk_registration(fixed_data, # fixed crop
         if not fmask.all(): reg.SetMetricFixedMask(_to_sitk(fmask.astype(np.float32), fo, fs) > 0.5)
         if not mmask.all(): reg.SetMetricMovingMask(_to_sitk(mmask.astype(np.float32), mo, ms) > 0.5)
         current = _run_sitk_stage(reg, kind, fi, mi, current, center, hist)
-    return {"affine_matrix": current, "quality": _quality_after(f, m, fo, mo, fs, ms, current), "metric_history": hist}
+    return {"affine_matrix": current, "quality": crops.quality_after(current), "metric_history": hist}
 
 # %% ../nbs/04c_itk_registration.ipynb #760167f0
 _ELASTIX_METRICS = {"mattes": "AdvancedMattesMutualInformation", "correlation": "AdvancedNormalizedCorrelation",
@@ -217,14 +208,9 @@ def _elastix_schedule(shape, n_resolutions, n_spatial_samples):
 
 # %% ../nbs/04c_itk_registration.ipynb #78b85158
 @pairwise_method("elastix")
-def elastix_registration(fixed_data, # fixed crop
-                         moving_data, # moving crop
+@pairwise_contract
+def elastix_registration(crops:PhysicalCrops, # the contract's arguments as arrays (see `pairwise_contract`)
                          *,
-                         fixed_origin, # physical first-pixel centre of the fixed crop
-                         moving_origin, # physical first-pixel centre of the moving crop
-                         fixed_spacing, # physical pixel size of the fixed crop
-                         moving_spacing, # physical pixel size of the moving crop
-                         initial_affine, # fixed physical -> moving physical from the current transforms
                          transform_types=("translation", "rigid"), # stages: 'translation', 'rigid', 'similarity', 'affine'
                          metric:str="correlation", # 'mattes', 'correlation' or 'mean_squares' (aliases: core.canonical_metric)
                          n_resolutions:int=None, # pyramid levels per stage (None: from the crop, thinnest side >= 8 px, at most 4)
@@ -236,12 +222,8 @@ def elastix_registration(fixed_data, # fixed crop
     "Intensity-based registration with elastix (Klein et al. 2010, doi:10.1109/TMI.2009.2035616), via itk-elastix."
     types = canonical_transform_types(transform_types, allowed=_TRANSFORM_TYPES)
     metric = check_choice(canonical_metric(metric), tuple(_ELASTIX_METRICS), "metric")
-    f, m, fo, mo, fs, ms, init = _physical_inputs(fixed_data, moving_data, fixed_origin, moving_origin,
-                                                  fixed_spacing, moving_spacing, initial_affine)
-    why = _degenerate(f, "fixed") or _degenerate(m, "moving")
-    if why:
-        warnings.warn(f"elastix_registration: {why}; returning the initial transform with quality 0")
-        return {"affine_matrix": init, "quality": 0.0}
+    if skipped := crops.unregistrable("elastix_registration"): return skipped
+    f, m, fo, mo, fs, ms, init = crops
     itk = load_itk()
     if n_threads: itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(int(n_threads))
     pre, m_use, mo_use, ms_use = _elastix_start(f, m, fo, mo, fs, ms, init)
@@ -255,4 +237,4 @@ def elastix_registration(fixed_data, # fixed crop
     if not mmask.all(): kw["moving_mask"] = itk.image_from_array(mmask.astype(np.uint8)); kw["moving_mask"].CopyInformation(mi)
     _, result = itk.elastix_registration_method(fi, mi, parameter_object=po, log_to_console=False, **kw)
     mat = pre @ _elastix_result_matrix(result, f.ndim)  # the stages' parameters, no transformix field
-    return {"affine_matrix": mat, "quality": _quality_after(f, m, fo, mo, fs, ms, mat)}
+    return {"affine_matrix": mat, "quality": crops.quality_after(mat)}

@@ -6,11 +6,13 @@ Docs: https://multiview-reg.github.io/multiview_reg/pairwise.html.md"""
 
 # %% ../nbs/04_pairwise.ipynb #e1e4ca06
 from __future__ import annotations
+import functools
 import importlib
 import inspect
 import numbers
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 import numpy as np
 import xarray as xr
 from scipy import ndimage
@@ -21,8 +23,8 @@ from .graph import overlap_region, per_dim_distance
 
 # %% auto #0
 __all__ = ['PAIRWISE_METHODS', 'pairwise_method', 'register_pairwise_method', 'get_pairwise_method', 'OverlapPair',
-           'auto_binning', 'NotEnoughOverlapError', 'extract_overlap_pair', 'null_crops', 'register_edge',
-           'register_pair', 'plot_pair_overlay']
+           'auto_binning', 'NotEnoughOverlapError', 'extract_overlap_pair', 'PhysicalCrops', 'pairwise_contract',
+           'null_crops', 'register_edge', 'register_pair', 'plot_pair_overlay']
 
 # %% ../nbs/04_pairwise.ipynb #ce18ae7c
 _PHYSICAL_KWS = ("fixed_origin", "moving_origin", "fixed_spacing", "moving_spacing", "initial_affine")
@@ -320,13 +322,6 @@ def _matrix(x):
         return affine_from_xarray(x)
     return np.asarray(x, dtype=float)
 
-# %% ../nbs/04_pairwise.ipynb #5b7a3c1a
-def _physical_inputs(fixed_data, moving_data, fixed_origin, moving_origin, fixed_spacing, moving_spacing, initial_affine):
-    "Arrays and vectors from the contract's arguments."
-    f = np.asarray(getattr(fixed_data, "data", fixed_data), dtype=np.float32)
-    m = np.asarray(getattr(moving_data, "data", moving_data), dtype=np.float32)
-    return f, m, _vec(fixed_origin), _vec(moving_origin), _vec(fixed_spacing), _vec(moving_spacing), _matrix(initial_affine)
-
 # %% ../nbs/04_pairwise.ipynb #e398a9b8
 def _degenerate(a, name):
     "Why a crop cannot be registered, or None."
@@ -336,14 +331,63 @@ def _degenerate(a, name):
     if v.min() == v.max(): return f"the {name} overlap is constant ({v.min()})"
     return None
 
-# %% ../nbs/04_pairwise.ipynb #2148c98e
-def _quality_after(f, m, fo, mo, fs, ms, mat):
-    "NCC (clipped to [0, 1]) of the fixed crop and the moving crop resampled through `mat` (fixed -> moving physical)."
-    nd = f.ndim
-    grid = affine_from_linear(np.diag(fs), fo)
-    to_m = invert_affine(affine_from_linear(np.diag(ms), mo)) @ mat @ grid
-    mr = ndimage.affine_transform(m, to_m, output_shape=f.shape, order=1, mode="constant", cval=np.nan)
-    return float(np.clip(ncc(f, mr, np.isfinite(f) & np.isfinite(mr)), 0, 1))
+# %% ../nbs/04_pairwise.ipynb #e8706be4
+class PhysicalCrops(NamedTuple):
+    "The physical-space contract's arguments as float arrays in (z, y, x) order: what a `pairwise_contract` backend receives."
+    fixed: np.ndarray  # fixed crop, float32 (NaN = no data)
+    moving: np.ndarray  # moving crop, float32 (NaN = no data)
+    fixed_origin: np.ndarray  # physical first-pixel centre of the fixed crop
+    moving_origin: np.ndarray  # physical first-pixel centre of the moving crop
+    fixed_spacing: np.ndarray  # physical pixel size of the fixed crop
+    moving_spacing: np.ndarray  # physical pixel size of the moving crop
+    initial_affine: np.ndarray  # fixed physical -> moving physical from the current transforms, homogeneous
+
+    def unregistrable(self, name:str # the backend, named in the warning
+                     ) -> dict|None:
+        "If a crop is empty, all NaN or constant: warn and return the initial transform with quality 0; else None."
+        why = _degenerate(self.fixed, "fixed") or _degenerate(self.moving, "moving")
+        if not why: return None
+        warnings.warn(f"{name}: {why}; returning the initial transform with quality 0")
+        return {"affine_matrix": self.initial_affine, "quality": 0.0}
+
+    def quality_after(self, mat # fixed physical -> moving physical
+                     ) -> float:
+        "NCC (clipped to [0, 1]) of the fixed crop and the moving crop resampled through `mat`."
+        f, m, fo, mo, fs, ms, _ = self
+        to_m = invert_affine(affine_from_linear(np.diag(ms), mo)) @ mat @ affine_from_linear(np.diag(fs), fo)
+        mr = ndimage.affine_transform(m, to_m, output_shape=f.shape, order=1, mode="constant", cval=np.nan)
+        return float(np.clip(ncc(f, mr, np.isfinite(f) & np.isfinite(mr)), 0, 1))
+
+# %% ../nbs/04_pairwise.ipynb #e60154d8
+def _contract(fixed_data, # fixed crop
+              moving_data, # moving crop
+              *,
+              fixed_origin, # physical first-pixel centre of the fixed crop
+              moving_origin, # physical first-pixel centre of the moving crop
+              fixed_spacing, # physical pixel size of the fixed crop
+              moving_spacing, # physical pixel size of the moving crop
+              initial_affine # fixed physical -> moving physical from the current transforms
+             ) -> PhysicalCrops:
+    "The physical-space contract's arguments (stated once, here) as arrays."
+    f = np.asarray(getattr(fixed_data, "data", fixed_data), dtype=np.float32)
+    m = np.asarray(getattr(moving_data, "data", moving_data), dtype=np.float32)
+    return PhysicalCrops(f, m, _vec(fixed_origin), _vec(moving_origin), _vec(fixed_spacing), _vec(moving_spacing),
+                         _matrix(initial_affine))
+
+def pairwise_contract(func # a backend `func(crops:PhysicalCrops, *, own options) -> dict`
+                     ):
+    "Decorator: a backend written on `PhysicalCrops` takes the physical-space contract's arguments (signature and docs show them)."
+    contract, own = inspect.signature(_contract), list(inspect.signature(func).parameters.values())[1:]
+    own = [p if p.kind == p.VAR_KEYWORD else p.replace(kind=p.KEYWORD_ONLY) for p in own]
+    sig = inspect.signature(func).replace(parameters=[*contract.parameters.values(), *own])
+    @functools.wraps(func)
+    def backend(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        kw = bound.kwargs
+        return func(_contract(*bound.args, **{k: kw.pop(k) for k in _PHYSICAL_KWS}), **kw)
+    backend.__signature__ = sig
+    backend.__delwrap__ = _contract  # fastcore's docments (help, show_doc) reads the contract's comments there
+    return backend
 
 # %% ../nbs/04_pairwise.ipynb #fe990015
 def _check_func_kwargs(func, kwargs):
