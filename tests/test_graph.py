@@ -61,19 +61,27 @@ def _random_view(rng, nd, rotate=True):
     return view_from_array(np.zeros(tuple(shape)), spacing=spacing, affine=a)
 
 
+def _overlap_vs_sampling(seed, nd, n, empty_rel, sliver_rel):
+    "overlap_region of two random views vs a dense-sampling count: (va, vb, region), or None when there is nothing to compare."
+    rng = np.random.default_rng(seed)
+    va, vb = _random_view(rng, nd), _random_view(rng, nd)
+    r = overlap_region(va, vb, "stage")
+    est = _sampled_overlap(va, vb, "stage", n)
+    size_a = np.prod(view_extent(va)[1] - view_extent(va)[0])
+    if r is None:
+        assert est < empty_rel * size_a  # at most boundary-sampling noise
+        return None
+    if est < sliver_rel * size_a: return None  # slivers: a grid count cannot be 1 % accurate there
+    assert abs(r.measure / est - 1) < 0.01
+    return va, vb, r
+
+
 @settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000))
 def test_rotated_2d_overlap_matches_dense_sampling(seed):
-    rng = np.random.default_rng(seed)
-    va, vb = _random_view(rng, 2), _random_view(rng, 2)
-    r = overlap_region(va, vb, "stage")
-    est = _sampled_overlap(va, vb, "stage", 800)
-    area_a = np.prod(view_extent(va)[1] - view_extent(va)[0])
-    if r is None:
-        assert est < 2e-3 * area_a  # at most boundary-sampling noise
-        return
-    if est < 0.02 * area_a: return  # slivers: a grid count cannot be 1 % accurate there
-    assert abs(r.measure / est - 1) < 0.01
+    got = _overlap_vs_sampling(seed, 2, 800, 2e-3, 0.02)
+    if got is None: return
+    va, vb, r = got
     # symmetric
     assert overlap_region(vb, va, "stage").measure == pytest.approx(r.measure, rel=1e-9)
     # vertices lie in both views, bbox is their bounds
@@ -86,16 +94,7 @@ def test_rotated_2d_overlap_matches_dense_sampling(seed):
 @settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000))
 def test_rotated_3d_overlap_matches_dense_sampling(seed):
-    rng = np.random.default_rng(seed)
-    va, vb = _random_view(rng, 3), _random_view(rng, 3)
-    r = overlap_region(va, vb, "stage")
-    est = _sampled_overlap(va, vb, "stage", 200)
-    vol_a = np.prod(view_extent(va)[1] - view_extent(va)[0])
-    if r is None:
-        assert est < 1e-2 * vol_a
-        return
-    if est < 0.05 * vol_a: return
-    assert abs(r.measure / est - 1) < 0.01
+    _overlap_vs_sampling(seed, 3, 200, 1e-2, 0.05)
 
 
 def test_rotated_3d_overlap_fixed_case():

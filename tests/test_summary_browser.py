@@ -15,20 +15,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSET = ROOT / "tests" / "assets" / "summary_browser.ipynb"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = ROOT / "test-artifacts"
+from test_docs import CHROMIUM, FLAGS, ARTIFACTS, _need_browser as _need_chromium  # one browser setup (tests/ is on sys.path under pytest)
 
 pytestmark = pytest.mark.slow  # JupyterLab start + kernel + registration: ~1 min on 2 cores
 
 
 def _need_browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {CHROMIUM} is missing (.ci/run installs Debian's chromium)")
-        pytest.skip(f"{CHROMIUM} not installed (Debian package 'chromium'); CI installs it and runs this test")
-    pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency: pip install -e '.[dev]'")
+    _need_chromium()
     if shutil.which("jupyter") is None and not (Path(sys.executable).parent / "jupyter").exists():
         pytest.fail("jupyterlab is a dev dependency but `jupyter` is not installed")
 
