@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 import numbers
+import os
 import pickle
 import time
 import warnings
@@ -265,9 +266,29 @@ def _active_client():
     except (ImportError, ValueError): return None
     return c if dask.config.get("scheduler", None) in (None, "dask.distributed", "distributed") else None
 
+# %% ../nbs/06_register.ipynb #70b14b67
+class _Opaque:
+    "Task arguments dask passes as they are: it would otherwise compute every dask-backed view in full before the task (and spend time looking into each one); the task reads only its overlaps."
+    __slots__ = ("value",)
+    def __init__(self, value): self.value = value
+
+def _batch_task(payload:_Opaque):
+    "Register a batch of edges one after another; `payload.value` is a list of `_edge_task` argument tuples."
+    return [_edge_task(*args) for args in payload.value]
+
+def _batches(todo:list, n_workers:int) -> list:
+    "Split the edges to compute into about 8 batches per worker: one edge per batch when there are few, so that cheap pairs on large grids do not pay one dask task each."
+    size = max(1, len(todo) // (8 * max(1, n_workers)))
+    return [todo[s:s + size] for s in range(0, len(todo), size)]
+
 # %% ../nbs/06_register.ipynb #e4b9a3f3
+def _n_workers(client) -> int:
+    "How many pairwise tasks the scheduler runs at once: the cluster's threads, or dask's thread pool size."
+    if client is not None: return max(1, sum(client.nthreads().values()))
+    return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+
 def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_files=None, null_counts=None):
-    "Run register_edge for every edge under the active dask scheduler; results in edge order (cached ones reused)."
+    "Run register_edge for every edge under the active dask scheduler, in batches; results in edge order (cached ones reused)."
     out = [None] * len(edges)
     cache_files = cache_files or [None] * len(edges)
     todo = []
@@ -277,34 +298,33 @@ def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_fil
     if not edges: return out
     if n_parallel is not None and (not isinstance(n_parallel, (int, np.integer)) or n_parallel < 1):
         raise ValueError(f"n_parallel_pairwise_regs: expected a positive integer or None, got {n_parallel!r}")
-    null_counts = null_counts or {}
-    tasks = {i: dask.delayed(_edge_task, pure=False)([views[edges[i][0]], views[edges[i][1]]], *edges[i],
-                                                      dict(kw, null_samples=null_counts.get(i, 0)), points,
-                                                      cache_files[i]) for i in todo}
+    null_counts, client = null_counts or {}, _active_client()
+    args = lambda i: ([views[edges[i][0]], views[edges[i][1]]], *edges[i], dict(kw, null_samples=null_counts.get(i, 0)),
+                      points, cache_files[i])
+    batches = _batches(todo, _n_workers(client))
+    tasks = [dask.delayed(_batch_task, pure=False)(_Opaque([args(i) for i in b])) for b in batches]
     if todo: logger.info("Computing all pairwise registrations in parallel (%d pairs)" if n_parallel is None else
                         "Computing pairwise registrations at most %d at a time", len(todo) if n_parallel is None else n_parallel)
     bar = tqdm(total=len(edges), initial=len(edges) - len(todo), desc="pairwise registrations", unit="pair",
                disable=not progress, leave=False)
-    client = _active_client()
+    def done(k, res):
+        for i, r in zip(batches[k], res): out[i] = r
+        bar.update(len(res))
     try:
-        if client is not None and todo:
+        n = n_parallel or max(len(tasks), 1)  # batches at once; a batch runs its pairs one after another
+        if client is not None and tasks:
             from distributed import as_completed
-            n = n_parallel or len(todo)
-            futs, it = {}, iter(todo)
-            for i in (next(it) for _ in range(min(n, len(todo)))): futs[client.compute(tasks[i])] = i
+            futs, it = {}, iter(range(len(tasks)))
+            for k in (next(it) for _ in range(min(n, len(tasks)))): futs[client.compute(tasks[k])] = k
             ac = as_completed(list(futs))
             for f in ac:
-                out[futs[f]] = f.result(); bar.update(1)
+                done(futs[f], f.result())
                 nxt = next(it, None)
                 if nxt is not None:
                     nf = client.compute(tasks[nxt]); futs[nf] = nxt; ac.add(nf)
         else:
-            n = n_parallel or max(len(todo), 1)
-            for s in range(0, len(todo), n):
-                idx = todo[s:s + n]
-                res = dask.compute(*[tasks[i] for i in idx])
-                for i, r in zip(idx, res): out[i] = r
-                bar.update(len(res))
+            for s in range(0, len(tasks), n):
+                for k, res in zip(range(s, s + n), dask.compute(*tasks[s:s + n])): done(k, res)
     finally:
         bar.close()
     return out
