@@ -141,6 +141,44 @@ def _random_rotation(nd, sigma, rng):
     ang = rng.normal(0, sigma)
     return affine_from_rotation(ang) if nd == 2 else affine_from_rotation(ang, axis=rng.normal(size=3))
 
+# %% ../nbs/01_data.ipynb #267a35e1
+def _tile_truth(nominal, jit, drf, rotation, size, sp, n_timepoints, rng):
+    "True transform per tile (and time point): stage position + jitter, a rotation about the tile centre, a random-walk drift."
+    n, ndim = nominal.shape
+    walk = np.cumsum(np.concatenate([np.zeros((1, n, ndim)), rng.normal(0, 1, (n_timepoints - 1, n, ndim)) * drf]), 0)
+    base_jit = rng.normal(0, 1, (n, ndim)) * jit
+    rots = [_random_rotation(ndim, rotation, rng) for _ in range(n)]
+    centre = -sp / 2 + size / 2  # the tile centre in its own physical coordinates (origin 0)
+    truth = []
+    for i in range(n):
+        per_t = [compose_affines(affine_from_translation(nominal[i] + base_jit[i] + walk[t, i]),
+                                 affine_from_translation(centre), rots[i], affine_from_translation(-centre))
+                 for t in range(n_timepoints)]
+        truth.append(per_t[0] if n_timepoints == 1 else np.stack(per_t))
+    return truth
+
+# %% ../nbs/01_data.ipynb #9b7cd9a2
+def _scan_specimen(specimen, ndim, sp, wlo, whi, seed):
+    "What a scan covering the world box [wlo, whi] images: random blobs at three scales, or a bundled 2D picture."
+    if specimen == "blobs":
+        return random_blobs(wlo, whi, sigmas=tuple(f * sp.max() for f in (0.75, 1.5, 3.0)) if ndim == 3
+                            else tuple(f * sp.max() for f in (1.5, 3.0, 6.0)), density=0.12 if ndim == 3 else 0.35, seed=seed + 1)
+    if ndim != 2: raise ValueError("specimen: the bundled pictures are 2D; use ndim=2 or specimen='blobs'")
+    pic = _image_specimen(specimen)
+    need = (whi - wlo) / sp
+    if np.any(need > np.array(pic.shape)):
+        raise ValueError(f"grid/tile_shape: the tile scan covers {need.astype(int)} px but {specimen!r} "
+                         f"has only {pic.shape}; use fewer or smaller tiles")
+    return pic
+
+def _render_tile(spec, a, sp, wlo, tile_shape, dtype, rng, noise, empty=False):
+    "One tile's pixels: the specimen seen through the tile's true transform `a`, as detector counts with noise."
+    nd = len(sp)
+    if isinstance(spec, dict): itw = a @ _index_to_physical(sp, np.zeros(nd))
+    else: itw = affine_from_scaling(1 / sp) @ affine_from_translation(-wlo) @ a @ _index_to_physical(sp, np.zeros(nd))  # picture pixels from wlo
+    img = np.zeros(tile_shape) if empty else _render(spec, tile_shape, itw)
+    return _to_dtype(img, dtype, rng, noise)
+
 # %% ../nbs/01_data.ipynb #d4691c88
 def tiled_dataset(ndim:int=2, # 2 or 3 spatial dims
                   grid=None, # tiles per dim: (ny, nx) or (nz, ny, nx); default (3, 3) or (1, 3, 3)
@@ -172,47 +210,19 @@ def tiled_dataset(ndim:int=2, # 2 or 3 spatial dims
     drf = np.array(list(_per_dim(drift, sdims, 0, "drift").values()))
     rng = np.random.default_rng(seed)
     size = np.array(tile_shape) * sp
-    step = size * (1 - overlap)
     idx = np.stack(np.meshgrid(*[np.arange(g) for g in grid], indexing="ij"), -1).reshape(-1, ndim)
     n = len(idx)
     bad = [e for e in empty_tiles if not 0 <= e < n]
     if bad: raise ValueError(f"empty_tiles: indices {bad} out of range for {n} tiles")
-    nominal = idx * step
-    # truth per tile and time point: jitter, optional rotation about the tile centre, random-walk drift
-    walk = np.cumsum(np.concatenate([np.zeros((1, n, ndim)), rng.normal(0, 1, (n_timepoints - 1, n, ndim)) * drf]), 0)
-    base_jit = rng.normal(0, 1, (n, ndim)) * jit
-    rots = [_random_rotation(ndim, rotation, rng) for _ in range(n)]
-    lo_ph = -sp / 2  # view extent in its own physical coordinates (origin 0)
-    centre = lo_ph + size / 2
-    truth = []
-    for i in range(n):
-        per_t = [compose_affines(affine_from_translation(nominal[i] + base_jit[i] + walk[t, i]),
-                                 affine_from_translation(centre), rots[i], affine_from_translation(-centre))
-                 for t in range(n_timepoints)]
-        truth.append(per_t[0] if n_timepoints == 1 else np.stack(per_t))
+    nominal = idx * (size * (1 - overlap))
+    truth = _tile_truth(nominal, jit, drf, rotation, size, sp, n_timepoints, rng)
     margin = 6 * (np.abs(jit) + np.abs(drf) * np.sqrt(n_timepoints) + rotation * size.max()) + 8 * sp.max()
     wlo, whi = nominal.min(0) - margin - sp, nominal.max(0) + size + margin
-    if specimen == "blobs":
-        spec = random_blobs(wlo, whi, sigmas=tuple(f * sp.max() for f in (0.75, 1.5, 3.0)) if ndim == 3
-                            else tuple(f * sp.max() for f in (1.5, 3.0, 6.0)), density=0.12 if ndim == 3 else 0.35, seed=seed + 1)
-    else:
-        if ndim != 2: raise ValueError("specimen: the bundled pictures are 2D; use ndim=2 or specimen='blobs'")
-        pic = _image_specimen(specimen)
-        need = (whi - wlo) / sp
-        if np.any(need > np.array(pic.shape)):
-            raise ValueError(f"grid/tile_shape: the tile scan covers {need.astype(int)} px but {specimen!r} "
-                             f"has only {pic.shape}; use fewer or smaller tiles")
-        spec = pic
-        wlo = wlo.copy()
+    spec = _scan_specimen(specimen, ndim, sp, wlo, whi, seed)
     views = []
     for i in range(n):
-        frames = []
-        for t in range(n_timepoints):
-            a = truth[i] if n_timepoints == 1 else truth[i][t]
-            if isinstance(spec, dict): itw = a @ _index_to_physical(sp, np.zeros(ndim))
-            else: itw = affine_from_scaling(1 / sp) @ affine_from_translation(-wlo) @ a @ _index_to_physical(sp, np.zeros(ndim))
-            img = np.zeros(tile_shape) if i in empty_tiles else _render(spec, tile_shape, itw)
-            frames.append(_to_dtype(img, dtype, rng, noise))
+        frames = [_render_tile(spec, truth[i] if n_timepoints == 1 else truth[i][t], sp, wlo, tile_shape, dtype, rng, noise,
+                               i in empty_tiles) for t in range(n_timepoints)]
         data = frames[0] if n_timepoints == 1 else np.stack(frames)
         dims = sdims if n_timepoints == 1 else ("t",) + sdims
         views.append(view_from_array(data, dims=dims, spacing=sp, affine=affine_from_translation(nominal[i])))
