@@ -318,6 +318,41 @@ def footprint(corners # (2**ndim, ndim) world corners of a view, (z, y, x) order
 
 _footprint = footprint  # transitional: summary imports the old private name
 
+# %% ../nbs/02_graph.ipynb #f6ef2922
+def _plot_corners(graph, views, transform_key, t):
+    "World corners per node to draw: from `views` in `transform_key` when given, else the nodes' `corners`."
+    if views is not None:
+        if transform_key is None: raise ValueError("transform_key: give the world system in which to draw `views`")
+        geo = [_view_geometry(v, transform_key, t) for v in views]
+        c_, a_ = _oriented_boxes(np.stack([x["lo"] for x in geo]), np.stack([x["hi"] for x in geo]), np.stack([x["transform"] for x in geo]))
+        return dict(enumerate(_box_corners_batch(c_, a_)))
+    missing = [n for n in graph.nodes if "corners" not in graph.nodes[n]]
+    if missing: raise ValueError(f"graph: nodes {missing[:5]} have no 'corners'; pass `views` and `transform_key`")
+    return {n: np.asarray(graph.nodes[n]["corners"]) for n in graph.nodes}
+
+# %% ../nbs/02_graph.ipynb #d61bbfba
+def _draw_edges(ax, graph, centres, edge_values, edge_styles, cmap, label):
+    "Draw the edges between node centres, coloured by `edge_values` (default the overlap), with a colour bar; the LineCollection or None."
+    from matplotlib.collections import LineCollection
+    edges = [e for e in graph.edges if e[0] in centres and e[1] in centres]
+    if not edges: return None
+    if edge_values is None:
+        vals = np.array([graph.edges[e].get("overlap", np.nan) for e in edges], float)
+        label = label or "overlap"
+    else: vals = np.array([edge_values.get(e, edge_values.get((e[1], e[0]), np.nan)) for e in edges], float)
+    styles = [(edge_styles or {}).get(e, (edge_styles or {}).get((e[1], e[0]), "solid")) for e in edges]
+    segs = np.array([[centres[u][::-1], centres[v][::-1]] for u, v in edges])
+    finite = np.isfinite(vals)
+    lc = LineCollection(segs, cmap=cmap, linestyles=styles, linewidths=2.5)
+    if finite.any():
+        lc.set_array(np.where(finite, vals, np.nanmin(vals[finite])))
+        lo_, hi_ = np.nanmin(vals[finite]), np.nanmax(vals[finite])
+        lc.set_clim(lo_, hi_ if hi_ > lo_ else lo_ + 1)
+    else: lc.set_color("k")
+    ax.add_collection(lc)
+    if finite.any(): ax.figure.colorbar(lc, ax=ax, label=label or "value", shrink=0.8)
+    return lc
+
 # %% ../nbs/02_graph.ipynb #8f628eae
 def plot_overlap_graph(graph:nx.Graph, # an overlap graph from `build_overlap_graph`
                        views:list=None, # if given with `transform_key`, draw footprints from these views instead of the node attributes
@@ -333,43 +368,16 @@ def plot_overlap_graph(graph:nx.Graph, # an overlap graph from `build_overlap_gr
                       ):
     "Draw the views' footprints and the graph's edges coloured by a value; returns the Axes."
     import matplotlib.pyplot as plt
-    from matplotlib.collections import LineCollection
     from matplotlib.patches import Polygon
     if not isinstance(graph, nx.Graph): raise TypeError(f"graph: expected a networkx.Graph, got {type(graph).__name__}")
     if ax is None: _, ax = plt.subplots(figsize=(5, 5))
-    if views is not None:
-        if transform_key is None: raise ValueError("transform_key: give the world system in which to draw `views`")
-        geo = [_view_geometry(v, transform_key, t) for v in views]
-        c_, a_ = _oriented_boxes(np.stack([x["lo"] for x in geo]), np.stack([x["hi"] for x in geo]), np.stack([x["transform"] for x in geo]))
-        corners = dict(enumerate(_box_corners_batch(c_, a_)))
-    else:
-        missing = [n for n in graph.nodes if "corners" not in graph.nodes[n]]
-        if missing: raise ValueError(f"graph: nodes {missing[:5]} have no 'corners'; pass `views` and `transform_key`")
-        corners = {n: np.asarray(graph.nodes[n]["corners"]) for n in graph.nodes}
+    corners = _plot_corners(graph, views, transform_key, t)
     for n, c in corners.items():
         fp = footprint(c)
         ax.add_patch(Polygon(fp[:, ::-1], closed=True, fill=True, facecolor=(0.6, 0.6, 0.6, 0.15),
                              edgecolor=(0.3, 0.3, 0.3, 0.8), lw=0.8))
     centres = {n: c.mean(0)[-2:] for n, c in corners.items()}
-    edges = [e for e in graph.edges if e[0] in centres and e[1] in centres]
-    if edge_values is None:
-        vals = np.array([graph.edges[e].get("overlap", np.nan) for e in edges], float)
-        label = label or "overlap"
-    else:
-        def _get(d, e): return d.get(e, d.get((e[1], e[0]), np.nan))
-        vals = np.array([_get(edge_values, e) for e in edges], float)
-    styles = [(edge_styles or {}).get(e, (edge_styles or {}).get((e[1], e[0]), "solid")) for e in edges]
-    if edges:
-        segs = np.array([[centres[u][::-1], centres[v][::-1]] for u, v in edges])
-        finite = np.isfinite(vals)
-        lc = LineCollection(segs, cmap=cmap, linestyles=styles, linewidths=2.5)
-        if finite.any():
-            lc.set_array(np.where(finite, vals, np.nanmin(vals[finite])))
-            lo_, hi_ = np.nanmin(vals[finite]), np.nanmax(vals[finite])
-            lc.set_clim(lo_, hi_ if hi_ > lo_ else lo_ + 1)
-        else: lc.set_color("k")
-        ax.add_collection(lc)
-        if finite.any(): ax.figure.colorbar(lc, ax=ax, label=label or "value", shrink=0.8)
+    _draw_edges(ax, graph, centres, edge_values, edge_styles, cmap, label)
     if show_ids:
         for n, c in centres.items():
             ax.text(c[1], c[0], str(n), ha="center", va="center", fontsize=8,
