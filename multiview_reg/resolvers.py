@@ -42,6 +42,11 @@ def _edge_key(graph, u, v):
     try: return (u, v) if u <= v else (v, u)
     except TypeError: return (u, v)
 
+# %% ../nbs/05_resolvers.ipynb #370c586f
+def _apply(G, P):
+    "Points P (E, K, d) moved by affines G (E, d+1, d+1), one affine per row (a batched matmul, faster than einsum)."
+    return P @ np.swapaxes(G[:, :-1, :-1], 1, 2) + G[:, None, :-1, -1]
+
 # %% ../nbs/05_resolvers.ipynb #829a26b9
 class _Problem:
     "Arrays of one connected component: node index, per-edge transforms, overlap-box corners, weights."
@@ -75,7 +80,7 @@ class _Problem:
         self.m = np.array([self.index[k[1]] for k in self.keys], int)
         self.P, self.w = P[ok], np.maximum(np.where(np.isfinite(w[ok]), w[ok], 1.0), min_quality)
         self.X = box_corners(boxes[ok, 0], boxes[ok, 1])  # (E, K, nd) in the moving view's current world
-        self.Y = np.einsum("eij,ekj->eki", self.P[:, :-1, :-1], self.X) + self.P[:, None, :-1, -1]  # fixed's world
+        self.Y = _apply(self.P, self.X)  # the same corners in the fixed view's world
         # view corners: node attribute, else the box around its overlap boxes
         C = []
         for i, n in enumerate(self.nodes):
@@ -92,6 +97,7 @@ class _Problem:
         sps = [list(graph.nodes[n]["spacing"].values()) for n in self.nodes[:200]
                if isinstance(graph.nodes[n].get("spacing"), dict) and graph.nodes[n]["spacing"]]
         self.spacing = float(np.median([np.mean(v) for v in sps])) if sps else 1.0
+        self.solvers = {}  # normal-equation solvers kept across Gauss-Newton steps and rejection rounds (see below)
 
     @property
     def n(self): return len(self.nodes)
@@ -100,9 +106,7 @@ class _Problem:
 def _edge_rms(G, f, m, X, Y):
     "Physical RMS over the box corners of |G_m x - G_f P x| per edge."
     if not len(f): return np.zeros(0)
-    gm = np.einsum("eij,ekj->eki", G[m, :-1, :-1], X) + G[m, None, :-1, -1]
-    gf = np.einsum("eij,ekj->eki", G[f, :-1, :-1], Y) + G[f, None, :-1, -1]
-    return np.sqrt(np.mean(np.sum((gm - gf) ** 2, -1), -1))
+    return np.sqrt(np.mean(np.sum((_apply(G[m], X) - _apply(G[f], Y)) ** 2, -1), -1))
 
 # %% ../nbs/05_resolvers.ipynb #28722096
 def _graph_ndim(graph):
@@ -117,7 +121,7 @@ def _graph_ndim(graph):
 # %% ../nbs/05_resolvers.ipynb #1d497e8a
 def _has_transform(d):
     T = d.get("transform")
-    return T is not None and bool(np.all(np.isfinite(np.asarray(T, float))))
+    return T is not None and bool(np.isfinite(np.asarray(T, float)).all())
 
 # %% ../nbs/05_resolvers.ipynb #9ad208c0
 def _sorted(nodes):
@@ -136,14 +140,6 @@ def _stage_gauge(params, graph, nodes):
     shift = np.mean(np.concatenate(pts) - np.concatenate(moved), 0)
     H = affine_from_translation(shift)
     return {n: H @ params[n] for n in nodes}
-
-# %% ../nbs/05_resolvers.ipynb #ff7b4b29
-def _unknown_kwargs(func, kwargs):  # transitional: register (HEAD) imports it; use core.check_kwargs
-    "Names in `kwargs` that `func` does not accept (empty when it takes **kwargs or has no signature)."
-    try: ps = inspect.signature(func).parameters
-    except (TypeError, ValueError): return []
-    if any(p.kind == p.VAR_KEYWORD for p in ps.values()): return []
-    return sorted(set(kwargs) - set(ps))
 
 # %% ../nbs/05_resolvers.ipynb #42913f1f
 def _resolve_components(graph, comps, f, name, reference_view, kwargs, d):
@@ -214,19 +210,20 @@ def resolve_timepoints(graphs:dict, # {time index: graph of that time point}
     return out_p, out_i
 
 # %% ../nbs/05_resolvers.ipynb #cb7ca8c7
-class _Factor:
-    "Sparse LU of the normal matrix A^T A (weights already in A); solves for any right-hand side."
-    def __init__(self, A, what, permc_spec="COLAMD"):
-        self.what = what
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", spla.MatrixRankWarning)
-                self.lu = spla.splu((A.T @ A).tocsc(), permc_spec=permc_spec)
-        except (RuntimeError, spla.MatrixRankWarning):
-            raise ValueError(f"transform: the {what} problem is under-determined for this graph (too few overlap "
-                             "corners per view); use a simpler transform or a prior_weight > 0") from None
+class _SPDFactor:
+    "Sparse LU without pivoting (in effect LDL^T) of a symmetric positive definite matrix; ValueError if it is not."
+    def __init__(self, N, what):
+        N = sp.csc_matrix(N)
+        try: self.lu = spla.splu(N, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
+        except RuntimeError: self.lu = None  # an exactly zero pivot
+        # each unknown's pivot (symmetric permutation: perm_r == perm_c) against its diagonal entry
+        ok = self.lu is not None and np.array_equal(self.lu.perm_r, self.lu.perm_c)
+        if ok: ok = bool(np.all(self.lu.U.diagonal()[self.lu.perm_c] > 1e-12 * N.diagonal()))
+        if not ok: raise ValueError(f"transform: the {what} problem is under-determined for this graph (too few overlap "
+                                    "corners per view); use a simpler transform or a prior_weight > 0")
+        self.shape, self.what = N.shape, what
     def solve(self, rhs):
-        x = self.lu.solve(np.asarray(rhs))
+        x = self.lu.solve(np.asarray(rhs, float))
         if not np.all(np.isfinite(x)):
             raise ValueError(f"transform: the {self.what} problem is under-determined for this graph; "
                              "use a simpler transform or a prior_weight > 0")
@@ -234,8 +231,8 @@ class _Factor:
 
 # %% ../nbs/05_resolvers.ipynb #d1213610
 def _factor_solve(A, B, what):
-    "Least squares via the normal equations of a sparse A (weights already applied), one LU for all columns of B."
-    return _Factor(A, what, "MMD_AT_PLUS_A").solve(A.T @ B)
+    "Least squares via the normal equations of a sparse A (weights already applied), one factor for all columns of B."
+    return _SPDFactor(A.T @ A, what).solve(A.T @ B)
 
 # %% ../nbs/05_resolvers.ipynb #bc9a33a2
 def _assemble(n, q, ref, blocks):
@@ -290,6 +287,46 @@ def _solve_linear(pb, active, ref, prior_weight=0.0, model="translation"):
         G[:, :-1, -1] = theta[:, d] - np.einsum("nij,nj->ni", Ad, pb.centres)
     return G
 
+# %% ../nbs/05_resolvers.ipynb #dd903232
+def _pcg(N, b, precond, rtol, maxiter):
+    "Preconditioned conjugate gradients on N x = b (N symmetric positive definite); None if not converged in `maxiter` steps."
+    x, r = np.zeros_like(b), b.copy()
+    lim = rtol * np.linalg.norm(b)
+    if np.linalg.norm(r) <= lim: return x
+    z = precond(r); p = z.copy(); rz = r @ z
+    for _ in range(maxiter):
+        q = N @ p
+        pq = p @ q
+        if not pq > 0: return None  # not positive definite along p (or a breakdown): let the caller factor N
+        a = rz / pq
+        x += a * p; r -= a * q
+        if np.linalg.norm(r) <= lim: return x
+        z = precond(r); rz, rz_old = r @ z, rz
+        p = z + (rz / rz_old) * p
+    return None
+
+# %% ../nbs/05_resolvers.ipynb #b50af3ad
+class _NormalSolver:
+    "Solves a sequence of nearby SPD normal systems: the last factor is kept and preconditions CG for the next ones."
+    def __init__(self, what, rtol=1e-4, max_cg=8, max_changed=8):
+        self.what, self.rtol, self.max_cg, self.max_changed = what, rtol, max_cg, max_changed
+        self.factor, self.tag, self.n_factor = None, None, 0
+    def solve(self, N, b, tag):
+        "x with N x = b to `rtol`; `tag` (the active edges) tells how far the system moved since the factor was made."
+        x = None
+        if self.factor is not None and self.factor.shape == N.shape and np.sum(tag != self.tag) <= self.max_changed:
+            x = _pcg(N, b, self.factor.solve, self.rtol, self.max_cg)
+        if x is None:  # no factor yet, or the system moved too far: factor this one
+            self.factor, self.tag = _SPDFactor(N, self.what), tag.copy()
+            self.n_factor += 1
+            x = self.factor.solve(b)
+        return x
+
+def _solver(pb, key):
+    "The normal-equation solver of problem `pb` for `key` = (model, reference, prior): kept across steps and rounds."
+    if key not in pb.solvers: pb.solvers[key] = _NormalSolver(key[0])
+    return pb.solvers[key]
+
 # %% ../nbs/05_resolvers.ipynb #09b51ce2
 def _generators(d):
     "Infinitesimal rotations: the skew matrices [w]x for each rotation parameter (2D: one, 3D: three)."
@@ -337,79 +374,123 @@ def _jacobian(z, gens, similarity):
     if similarity: parts.append(z[..., None])
     return np.concatenate(parts, -1)
 
-# %% ../nbs/05_resolvers.ipynb #ebd8d02f
-def _solve_gauss_newton(pb, active, ref, prior_weight=0.0, model="rigid", G0=None, max_iter=50, tol=1e-12):
-    "Rigid or similarity corrections by Gauss-Newton on the sparse corner-pair least squares (all views at once)."
+# %% ../nbs/05_resolvers.ipynb #5911d1d9
+def _second(z, gens, similarity):
+    "d^2(U z)/d(rotation, [log scale])^2 at zero, at points z (..., d) -> (..., d, r, r), r rotation (+ scale) parameters."
+    Q = 0.5 * (np.einsum("iab,jbc->ijac", gens, gens) + np.einsum("jab,ibc->ijac", gens, gens))
+    out = np.einsum("ijac,...c->...aij", Q, z)
+    if similarity:
+        ez = np.einsum("iac,...c->...ai", gens, z)
+        out = np.concatenate([np.concatenate([out, ez[..., None]], -1),
+                              np.concatenate([ez, z[..., None]], -1)[..., None, :]], -2)
+    return out
+
+# %% ../nbs/05_resolvers.ipynb #7a08b1e0
+def _block_matrix(n, free, diag, pairs):
+    "Sparse symmetric matrix from (p, p) blocks: one per view on the diagonal, [(a, b, blocks)] off it; fixed views dropped."
+    p = diag.shape[-1]
+    col = np.full(n, -1); col[free] = np.arange(int(free.sum()))
+    ii, jj = np.mgrid[:p, :p]
+    rows, cols, vals = [], [], []
+    for a, b, v in [(np.arange(n), np.arange(n), diag)] + list(pairs):
+        ok = (col[a] >= 0) & (col[b] >= 0)
+        rows.append((col[a][ok, None, None] * p + ii).ravel()); cols.append((col[b][ok, None, None] * p + jj).ravel())
+        vals.append(v[ok].ravel())
+    size = int(free.sum()) * p
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(size, size))
+
+# %% ../nbs/05_resolvers.ipynb #5edd4a0f
+def _corner_terms(pb, active, G, prior_weight):
+    "Terms of the corner-pair residuals [(views, moved points, sqrt weights, sign)], residuals and cost at G."
+    sw = np.sqrt(pb.w[active])[:, None, None]
+    f, m = pb.f[active], pb.m[active]
+    terms = [(m, _apply(G[m], pb.X[active]), sw, 1.0), (f, _apply(G[f], pb.Y[active]), sw, -1.0)]
+    res = [(terms[0][1] - terms[1][1]) * sw]
+    if prior_weight > 0:  # stage prior: every view's corners stay where the stage put them
+        wp = np.full((pb.n, 1, 1), np.sqrt(prior_weight))
+        terms.append((np.arange(pb.n), _apply(G, pb.corners), wp, 1.0)); res.append((terms[2][1] - pb.corners) * wp)
+    return terms, res, float(sum(np.sum(r * r) for r in res))
+
+# %% ../nbs/05_resolvers.ipynb #864bfe46
+def _centres_now(pb, G):
+    "Where each view's centre is under its current correction G (the centre of its rotation updates)."
+    return np.einsum("nij,nj->ni", G[:, :-1, :-1], pb.centres) + G[:, :-1, -1]
+
+# %% ../nbs/05_resolvers.ipynb #ed534ffa
+def _normal_equations(pb, terms, res, G, model, newton=False):
+    "Gradient J^T r per view and normal-matrix blocks (J^T J, + the second-order term if `newton`) per view and linked pair."
     n, d, s = pb.n, pb.ndim, pb.scale
-    gens = _generators(d)
-    sim = model == "similarity"
+    gens, sim = _generators(d), model == "similarity"
     p = d + len(gens) + sim
-    f, m, X, Y, w = pb.f[active], pb.m[active], pb.X[active], pb.Y[active], pb.w[active]
-    E, K = X.shape[:2]
-    if G0 is None:
-        try: G0 = _solve_linear(pb, active, ref, prior_weight, "affine")
-        except ValueError: G0 = _tree_compose(pb, active, ref)[0]
-    G = _project(G0, pb.centres, model)
-    G[ref] = np.eye(d + 1)
-    rows = np.arange(E * K * d).reshape(E, K, d)
-    sw = np.sqrt(w)[:, None, None]
-    C = pb.corners
-    prow = E * K * d + np.arange(n * C.shape[1] * d).reshape(n, C.shape[1], d)
-    def residuals(G, jac=False):
-        gm = np.einsum("eij,ekj->eki", G[m, :-1, :-1], X) + G[m, None, :-1, -1]
-        gf = np.einsum("eij,ekj->eki", G[f, :-1, :-1], Y) + G[f, None, :-1, -1]
-        r = ((gm - gf) * sw).ravel()
-        gc = np.einsum("nij,nkj->nki", G[:, :-1, :-1], C) + G[:, None, :-1, -1] if prior_weight > 0 else None
-        if prior_weight > 0: r = np.concatenate([r, ((gc - C) * np.sqrt(prior_weight)).ravel()])
-        if not jac: return r
-        Jm = _jacobian((gm - pb.centres[m][:, None]) / s, gens, sim) * sw[..., None]
-        Jf = -_jacobian((gf - pb.centres[f][:, None]) / s, gens, sim) * sw[..., None]
-        blocks = []
-        for k in range(p):
-            blocks.append((rows.ravel(), np.repeat(m, K * d), np.full(rows.size, k), Jm[..., k].ravel()))
-            blocks.append((rows.ravel(), np.repeat(f, K * d), np.full(rows.size, k), Jf[..., k].ravel()))
-        if prior_weight > 0:
-            Jp = _jacobian((gc - pb.centres[:, None]) / s, gens, sim) * np.sqrt(prior_weight)
-            for k in range(p):
-                blocks.append((prow.ravel(), np.repeat(np.arange(n), C.shape[1] * d), np.full(prow.size, k), Jp[..., k].ravel()))
-        A, free = _assemble(n, p, ref, blocks)
-        return r, sp.csr_matrix((A.data, A.indices, A.indptr), shape=(r.size, A.shape[1])), free
+    cn = _centres_now(pb, G)
+    D, g, J = np.zeros((n, p, p)), np.zeros((n, p)), []
+    for (v, q, w, sign), r in zip(terms, [res[0]] + res):
+        z = (q - cn[v][:, None]) / s
+        Jk = (sign * _jacobian(z, gens, sim) * w[..., None]).reshape(len(v), -1, p)
+        J.append(Jk)
+        np.add.at(D, v, np.swapaxes(Jk, 1, 2) @ Jk)
+        np.add.at(g, v, (r.reshape(len(v), 1, -1) @ Jk)[:, 0])
+        if newton: np.add.at(D[:, d:, d:], v, sign * np.einsum("eka,ekaij->eij", r * w, _second(z, gens, sim)) / s)
+    Hmf = np.swapaxes(J[0], 1, 2) @ J[1]
+    return g, D, [(terms[0][0], terms[1][0], Hmf), (terms[1][0], terms[0][0], np.swapaxes(Hmf, 1, 2))]
 
-    def update(G, delta):
-        dt, al = delta[:, :d], delta[:, d:d + len(gens)] / s
-        sc = np.exp(delta[:, -1] / s) if sim else np.ones(n)
-        U = np.tile(np.eye(d + 1), (n, 1, 1))
-        U[:, :-1, :-1] = _rotations(al, d) * sc[:, None, None]
-        U[:, :-1, -1] = pb.centres + dt - np.einsum("nij,nj->ni", U[:, :-1, :-1], pb.centres)
-        step = float(np.max(np.abs(dt).sum(1) + (np.abs(al).sum(1) + np.abs(np.log(sc))) * s)) if n else 0.0
-        return U @ G, step
+# %% ../nbs/05_resolvers.ipynb #120fd969
+def _rigid_update(pb, G, delta, model):
+    "Apply increments (translation, rotation, [log scale]) about each view's current centre, on the left of G -> (G', step)."
+    n, d, s = pb.n, pb.ndim, pb.scale
+    nr = len(_generators(d))
+    dt, al = delta[:, :d], delta[:, d:d + nr] / s
+    sc = np.exp(delta[:, -1] / s) if model == "similarity" else np.ones(n)
+    U = np.tile(np.eye(d + 1), (n, 1, 1))
+    U[:, :-1, :-1] = _rotations(al, d) * sc[:, None, None]
+    cn = _centres_now(pb, G)
+    U[:, :-1, -1] = cn + dt - np.einsum("nij,nj->ni", U[:, :-1, :-1], cn)
+    step = float(np.max(np.abs(dt).sum(1) + (np.abs(al).sum(1) + np.abs(np.log(sc))) * s)) if n else 0.0
+    return U @ G, step
 
-    extent = max(s, float(np.ptp(C.reshape(-1, d), 0).max()) if n else s)
-    last, step, it, lu = np.inf, np.inf, 0, None
-    for it in range(1, max_iter + 1):
-        r, A, free = residuals(G, jac=True)
-        cost = float(r @ r)
-        if not free.any(): break
-        # the normal matrix barely changes between steps: its LU is reused while steps shrink fast (chord method)
-        fresh = lu is None or step > 0.25 * last
-        if fresh: lu = _Factor(A, model)
-        delta = np.zeros((n, p))
-        delta[free] = lu.solve(-(A.T @ r)).reshape(-1, p)
+# %% ../nbs/05_resolvers.ipynb #3d4796db
+def _rigid_start(pb, active, ref, prior_weight, model, G0=None, affine=True):
+    "Start of Gauss-Newton: of `G0` and (if `affine`) the affine solution, the lower-cost one made rigid (or similar)."
+    starts = [] if G0 is None else [G0]
+    if affine or not starts:
+        try: starts.append(_solve_linear(pb, active, ref, prior_weight, "affine"))
+        except ValueError: starts.append(_tree_compose(pb, active, ref)[0])  # affine under-determined
+    starts = [_project(S, pb.centres, model) for S in starts]
+    for S in starts: S[ref] = np.eye(pb.ndim + 1)
+    return min(starts, key=lambda S: _corner_terms(pb, active, S, prior_weight)[2])
+
+# %% ../nbs/05_resolvers.ipynb #ebd8d02f
+def _solve_gauss_newton(pb, active, ref, prior_weight=0.0, model="rigid", G0=None, max_iter=50, tol=1e-12, affine_start=None):
+    "Rigid or similarity corrections by Gauss-Newton, Newton near the optimum, on the sparse corner-pair least squares."
+    n, d = pb.n, pb.ndim
+    G = _rigid_start(pb, active, ref, prior_weight, model, G0, G0 is None if affine_start is None else affine_start)
+    free = np.ones(n, bool); free[ref] = False
+    extent = max(pb.scale, float(np.ptp(pb.corners.reshape(-1, d), 0).max()) if n else pb.scale)
+    solver = _solver(pb, (model, ref, prior_weight > 0))
+    terms, res, cost = _corner_terms(pb, active, G, prior_weight)
+    last, step, it, newton = np.inf, np.inf, 0, False
+    while it < max_iter and free.any():
+        it += 1
+        g, D, pairs = _normal_equations(pb, terms, res, G, model, newton)
+        try: x = solver.solve(_block_matrix(n, free, D, pairs), -g[free].ravel(), active)
+        except ValueError:
+            if not newton: raise
+            newton = False; continue  # the Newton matrix is not definite here: Gauss-Newton steps
+        delta = np.zeros_like(g); delta[free] = x.reshape(-1, g.shape[1])
         # backtracking: never accept a step that increases the cost (gross outliers make the problem non-convex)
-        lam, accepted = 1.0, False
+        lam = 1.0
         for _ in range(30):
-            Gn, st = update(G, lam * delta)
-            rn = residuals(Gn)
-            if float(rn @ rn) <= cost * (1 + 1e-9) + 1e-20: accepted = True; break
-            if not fresh: break
+            Gn, st = _rigid_update(pb, G, lam * delta, model)
+            tn, rn, new_cost = _corner_terms(pb, active, Gn, prior_weight)
+            if new_cost <= cost * (1 + 1e-9) + 1e-20: break
             lam /= 2
-        if not accepted:
-            if not fresh: lu = None; step = np.inf; continue  # stale factor: refactor and retry from the same point
+        else:
+            if newton: newton = False; continue
             break  # no descent left at machine precision: converged
-        G, last, step = Gn, step, st
-        new_cost = float(rn @ rn)
+        G, terms, res, last, step, old, cost = Gn, tn, rn, step, st, cost, new_cost
         # converged: steps at the rounding level of the mosaic's coordinates, or no relative progress in the cost
-        if step < tol * extent or (it > 2 and cost - new_cost <= 1e-13 * cost) or (it > 5 and step >= last): break
+        if step < tol * extent or (it > 2 and old - cost <= 1e-13 * old) or (it > 5 and step >= last): break
+        newton = newton or (lam == 1 and old - cost < 1e-3 * old)  # near the optimum: Newton steps
     G = _project(G, pb.centres, model)
     G[ref] = np.eye(d + 1)
     return G, it
@@ -448,10 +529,10 @@ def _check_common(pb, transform, prior_weight, allowed=_TRANSFORMS):
         raise ValueError(f"prior_weight: expected a number >= 0, got {prior_weight!r}")
 
 # %% ../nbs/05_resolvers.ipynb #131757de
-def _solve(pb, active, ref, transform, prior_weight, G0=None, tol=1e-12):
+def _solve(pb, active, ref, transform, prior_weight, G0=None, tol=1e-12, affine_start=None):
     "Dispatch to the linear (translation, affine) or Gauss-Newton (rigid, similarity) solver -> (G, iterations)."
     if transform in ("translation", "affine"): return _solve_linear(pb, active, ref, prior_weight, transform), 1
-    return _solve_gauss_newton(pb, active, ref, prior_weight, transform, G0=G0, tol=tol)
+    return _solve_gauss_newton(pb, active, ref, prior_weight, transform, G0=G0, tol=tol, affine_start=affine_start)
 
 # %% ../nbs/05_resolvers.ipynb #e5419201
 def _connected(pb, active):
@@ -487,7 +568,7 @@ def resolve_shortest_paths(graph:nx.Graph, # one connected component carrying pa
 def _reject_edges(pb, active, ref, model, prior_weight, thr_abs, rel_threshold, max_rounds, dev, G0=None):
     "Solve, drop the edges that disagree most with the solution, repeat -> (G, active, rounds, iterations, threshold)."
     active = active.copy()
-    G, total = _solve(pb, active, ref, model, prior_weight, G0=G0)
+    G, total = _solve(pb, active, ref, model, prior_weight, G0=G0, affine_start=True)
     thr, rounds = thr_abs, 0
     protected = np.zeros_like(active)
     for rounds in range(1, max_rounds + 1):
@@ -554,7 +635,7 @@ def resolve_global_optimization(graph:nx.Graph, # one connected component carryi
     # then with the requested model
     for model in dict.fromkeys(("translation", transform)):
         G, active, r, its, thr = _reject_edges(pb, active, ref, model, prior_weight, thr_abs, rel_threshold,
-                                               max_rounds - rounds, dev)
+                                               max_rounds - rounds, dev, G0=G)
         rounds += r; gn_total += its
     prev = active.copy()
     # readmit rejected edges that agree with the solution (they were collateral of a nearby outlier); final solve
@@ -602,7 +683,7 @@ def resolve_linear_two_pass(graph:nx.Graph, # one connected component carrying p
     for e in range(len(pb.keys)): H.add_edge(int(pb.f[e]), int(pb.m[e]), weight=float(res[e]), e=e)
     for a, b in nx.minimum_spanning_edges(H, data=False): keep[H.edges[a, b]["e"]] = True
     its2 = 0
-    if transform != "translation" or not keep.all(): G, its2 = _solve(pb, keep, ref, transform, prior_weight)
+    if transform != "translation" or not keep.all(): G, its2 = _solve(pb, keep, ref, transform, prior_weight, G0=G, affine_start=True)
     res2 = _edge_rms(G, pb.f, pb.m, pb.X, pb.Y)[keep]
     params = {node: G[i] for i, node in enumerate(pb.nodes)}
     metrics = {"transform": transform, "n_views": pb.n, "n_edges": len(pb.keys), "n_used_edges": int(keep.sum()),
