@@ -187,3 +187,52 @@ def test_large_grid_translation_and_rigid():
         p, info = resolve(g, transform=model)
         assert not set(g.graph["outliers"]) & set(info["used_edges"])
     assert correction_error(p, truth, g, "rigid")["rms"] < 0.5
+
+
+_PREVIOUS = "8b687c1810264a4a3a020d0d1961bdc173878d44"  # resolvers before issue 20 (LU per chord step, no reuse)
+
+
+def _previous_resolvers():
+    "multiview_reg.resolvers as of commit 8b687c1 (the solver before issue 20's factor reuse), loaded from git."
+    import subprocess, types
+    from pathlib import Path
+    try:
+        src = subprocess.run(["git", "show", f"{_PREVIOUS}:multiview_reg/resolvers.py"], cwd=Path(__file__).resolve().parents[1],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip(f"needs the git history (commit {_PREVIOUS[:7]}) to load the previous solver")
+    mod = types.ModuleType("multiview_reg._resolvers_previous"); mod.__package__ = "multiview_reg"
+    exec(compile(src, f"resolvers@{_PREVIOUS[:7]}", "exec"), mod.__dict__)
+    return mod
+
+
+def _newton_step(g, params, info, model):
+    "Largest move (physical, at the view corners) of one exact Newton step from `params`: ~0 at the optimum."
+    from multiview_reg import resolvers as R
+    pb = R._Problem(g)
+    used = set(info["used_edges"])
+    active = np.array([k in used for k in pb.keys])
+    ref = pb.index[info["reference_views"][0]]
+    G = np.array([params[k] for k in pb.nodes])
+    terms, res, _ = R._corner_terms(pb, active, G, 0.0)
+    grad, D, pairs = R._normal_equations(pb, terms, res, G, model, newton=True)
+    free = np.ones(pb.n, bool); free[ref] = False
+    delta = np.zeros_like(grad)
+    delta[free] = R._SPDFactor(R._block_matrix(pb.n, free, D, pairs), model).solve(-grad[free].ravel()).reshape(-1, grad.shape[1])
+    G2 = R._rigid_update(pb, G, delta, model)[0]
+    c = pb.corners
+    return float(np.abs(np.einsum("nij,nkj->nki", G2[:, :-1, :-1] - G[:, :-1, :-1], c) + (G2 - G)[:, None, :-1, -1]).max())
+
+
+@pytest.mark.parametrize("model, grid", [("rigid", (40, 40)), ("similarity", (2, 4, 5))])
+def test_same_optimum_as_previous_solver(model, grid):
+    "Issue 20: the reused factors, CG steps and Newton steps change the path, not the optimum (1,600 views, rigid)."
+    g, truth = synthetic_graph(grid, transform=model, rotation=0.005, scale=0.002, noise=0.2, outlier_fraction=0.01, seed=0)
+    p_old, i_old = _previous_resolvers().resolve(g, transform=model)
+    p_new, i_new = resolve(g, transform=model)
+    assert set(i_new["used_edges"]) == set(i_old["used_edges"])
+    assert i_new["reference_views"] == i_old["reference_views"]
+    assert max(float(np.abs(p_new[n] - p_old[n]).max()) for n in g) < 1e-6
+    # the new result is the optimum itself: an exact Newton step from it moves no view corner by more than 1e-8
+    assert _newton_step(g, p_new, i_new, model) < 1e-8
+    assert _newton_step(g, p_old, i_old, model) < 1e-4  # the previous solver stopped a little short of it
