@@ -8,6 +8,7 @@ Docs: https://multiview-reg.github.io/multiview_reg/phase_correlation.html.md"""
 from __future__ import annotations
 import warnings
 from contextlib import nullcontext
+from functools import lru_cache
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
@@ -31,20 +32,31 @@ def _single_threaded_blas():
     return nullcontext() if _BLAS[0] is None else _BLAS[0].limit(limits=1, user_api="blas")
 
 # %% ../nbs/04a_phase_correlation.ipynb #ceca608c
+@lru_cache(maxsize=64)
 def _tukey_window(shape, alpha):
-    "Separable Tukey window (float32)."
+    "Separable Tukey window (float32, read-only: made once per shape)."
     w = np.ones(shape, np.float32)
     for d, n in enumerate(shape):
         s = [1] * len(shape); s[d] = n
         if n > 2: w = w * tukey(n, alpha).astype(np.float32).reshape(s)
+    w.flags.writeable = False
     return w
 
 # %% ../nbs/04a_phase_correlation.ipynb #251e611c
 def _prepare(a, mask, win):
     "Windowed, mean-subtracted copy of `a` (zero where invalid)."
-    wm = mask * win
-    mu = float(np.sum(np.where(mask, a, 0) * wm) / max(float(wm.sum()), 1e-12))
-    return np.where(mask, a - mu, 0).astype(np.float32) * wm
+    if mask.all(): a0, wm = a, win
+    else: a0, wm = np.where(mask, a, 0), mask * win
+    mu = float(np.sum(a0 * wm, dtype=np.float64) / max(float(wm.sum(dtype=np.float64)), 1e-12))
+    return (a0 - np.float32(mu)) * wm if mask.all() else np.where(mask, a - mu, 0).astype(np.float32) * wm
+
+def _ncc(a, b, mask):
+    "`metrics.ncc` over `mask`, without the masked copies when every pixel is valid."
+    if a.size < 4 or not mask.all(): return ncc(a, b, mask)
+    x, y = (np.array(c, np.float64).ravel() for c in (a, b))
+    x -= x.mean(); y -= y.mean()
+    den = np.sqrt(np.dot(x, x) * np.dot(y, y))
+    return float(np.dot(x, y) / den) if den > 0 else 0.0
 
 # %% ../nbs/04a_phase_correlation.ipynb #d66a44e4
 def _overlap_slices(shape_f, shape_m, s):
@@ -57,14 +69,16 @@ def _overlap_slices(shape_f, shape_m, s):
     return tuple(fs), tuple(ms)
 
 # %% ../nbs/04a_phase_correlation.ipynb #729e6f62
-def _upsampled_dft(X, center, upsample, half):
-    "Cross-correlation sum_k X(k) exp(2 pi i k x / N) on a grid of step 1/upsample, +-half px around center."
+def _upsampled_dft(X, center, upsample, half, n_last):
+    "Cross-correlation sum_k X(k) exp(2 pi i k x / N) of a real signal, from its half spectrum (rfftn; last axis n_last long), on a grid of step 1/upsample, +-half px around center."
     n_up = 2 * int(np.ceil(half * upsample)) + 1
     offs = (np.arange(n_up) - n_up // 2) / upsample
-    out = X
-    for d in range(X.ndim):
-        n = X.shape[d]
-        ker = np.exp(2j * np.pi * np.outer(sfft.fftfreq(n) * n, center[d] + offs) / n)
+    shape, last, out = X.shape[:-1] + (n_last,), X.ndim - 1, X
+    for d in sorted(range(X.ndim), key=lambda d: -X.shape[d]):  # longest axis first: the later products are small
+        n = shape[d]
+        k = sfft.rfftfreq(n) * n if d == last else sfft.fftfreq(n) * n
+        ker = np.exp(2j * np.pi * np.outer(k, center[d] + offs) / n).astype(np.complex64)
+        if d == last: ker[1:(n + 1) // 2] *= 2  # the conjugate half of the spectrum: the real sum counts these twice
         out = np.moveaxis(np.tensordot(out, ker, axes=([d], [0])), -1, d)
     idx = np.unravel_index(np.argmax(out.real), out.shape)
     return np.array([center[d] + offs[i] for d, i in enumerate(idx)])
@@ -73,27 +87,28 @@ def _upsampled_dft(X, center, upsample, half):
 def _subpixel(a, b, mask, upsample, alpha, power):
     "Sub-pixel shift (moving index = fixed index + shift) between two nearly aligned patches."
     w = _tukey_window(a.shape, alpha)
-    A = sfft.fftn(_prepare(a, mask, w))
-    B = sfft.fftn(_prepare(b, mask, w))
-    X = np.conj(A) * B
-    X /= (np.abs(X) + 1e-12 * np.abs(X).max() + 1e-30) ** power
+    fast = tuple(sfft.next_fast_len(n, real=True) for n in a.shape)  # zero-padded: windowed patches taper to 0 anyway
+    X = np.conj(sfft.rfftn(_prepare(a, mask, w), fast)) * sfft.rfftn(_prepare(b, mask, w), fast)
+    if power: X /= (np.abs(X) + 1e-12 * np.abs(X).max() + 1e-30) ** power
     sub = np.zeros(a.ndim)
     for up, half in ((10, 1.5), (upsample, 1.5 / 10)):
-        sub = _upsampled_dft(X, sub, up, half)
+        sub = _upsampled_dft(X, sub, up, half, fast[-1])
     return sub
 
 # %% ../nbs/04a_phase_correlation.ipynb #db0e4593
 def _lucas_kanade_step(a, b2, mask, sub):
     "Least-squares shift step d with a ~ g * b2(x + d) + o over the valid interior (Lucas & Kanade 1981)."
     border = int(np.ceil(np.abs(sub).max())) + 2
-    inner = np.zeros_like(mask)
-    inner[tuple(slice(border, n - border) for n in mask.shape)] = True
-    v = mask & inner
-    if v.sum() < 16: return None
-    y, x = a[v].astype(np.float64), b2[v].astype(np.float64)
-    grads = [g[v] for g in np.gradient(b2.astype(np.float32))]
-    aa = np.stack([x, np.ones_like(x)] + [g.astype(np.float64) for g in grads], 1)
-    try: sol = np.linalg.solve(aa.T @ aa, aa.T @ y)  # y = g*x + o + sum(g*grad_d * d_d): normal equations
+    inner = tuple(slice(border - 1, n - border + 1) for n in mask.shape)  # one more pixel each side for the gradients
+    core = (slice(1, -1),) * mask.ndim
+    v = mask[inner][core]
+    if min(mask.shape) <= 2 * border or v.sum() < 16: return None
+    part = b2[inner]
+    cols = [part[core], np.ones(v.shape, np.float32)] + [g[core] for g in np.gradient(part)]
+    aa = np.empty((len(cols), int(v.sum())))  # rows, float64: y = g*x + o + sum(g*grad_d * d_d)
+    for r, c in zip(aa, cols): r[:] = c.ravel() if v.all() else c[v]
+    y = a[inner][core].astype(np.float64).ravel() if v.all() else a[inner][core][v].astype(np.float64)
+    try: sol = np.linalg.solve(aa @ aa.T, aa @ y)  # normal equations
     except np.linalg.LinAlgError: return None
     if abs(sol[0]) < 1e-12: return None
     return sol[2:] / sol[0]
@@ -114,6 +129,17 @@ def _allowed(fast, shape_f, shape_m, window):
         ok = ok & inside.reshape(sh)
     return ok
 
+def _window_overlap(mf, mm, fast, alpha):
+    "Circular cross-correlation of the two masked windows on the FFT grid: 1D ones multiplied when nothing is masked."
+    if not (mf.all() and mm.all()):
+        wf, wm = (mask * _tukey_window(mask.shape, alpha) for mask in (mf, mm))
+        return sfft.irfftn(np.conj(sfft.rfftn(wf, fast)) * sfft.rfftn(wm, fast), fast)
+    w = np.ones((1,) * len(fast), np.float32)
+    for d, n in enumerate(fast):  # a separable window's correlation is the product of the axes' correlations
+        tf, tm = (_tukey_window((s[d],), alpha) for s in (mf.shape, mm.shape))
+        w = w * sfft.irfft(np.conj(sfft.rfft(tf, n)) * sfft.rfft(tm, n), n).reshape([n if k == d else 1 for k in range(len(fast))])
+    return w
+
 def _peak_candidates(f, m, mf, mm, window_alpha, n_peaks, window=None):
     "The `n_peaks` highest local maxima of the phase correlation (inside `window` = (centre, half-width) px, if given) and the FFT grid."
     shape = tuple(max(a, b) for a, b in zip(f.shape, m.shape))
@@ -125,8 +151,7 @@ def _peak_candidates(f, m, mf, mm, window_alpha, n_peaks, window=None):
     r = sfft.irfftn(X, fast)
     # a true match seen through a small overlap gives a weak peak: divide by the overlap's share of the windows, so
     # that the candidates are chosen by match quality, not by overlap size (floored: tiny overlaps stay weak)
-    wf, wm = (mask * _tukey_window(mask.shape, window_alpha) for mask in (mf, mm))
-    w = sfft.irfftn(np.conj(sfft.rfftn(wf, fast)) * sfft.rfftn(wm, fast), fast)
+    w = _window_overlap(mf, mm, fast, window_alpha)
     r = r / np.maximum(w / max(float(w.max()), 1e-30), 0.1)
     # local maxima, not the highest pixels: a lattice or a line gives ridges, whose top pixels all sit on one ridge
     peaks = (ndimage.maximum_filter(r, size=3, mode="wrap") == r) & _allowed(fast, f.shape, m.shape, window)
@@ -149,7 +174,7 @@ def _integer_candidates(f, m, mf, mm, peaks, fast, min_overlap, window=None):
             if sl is None: continue
             mask = mf[sl[0]] & mm[sl[1]]
             if int(mask.sum()) < min_overlap * n_valid: continue
-            out.append((ncc(f[sl[0]], m[sl[1]], mask), s, sl))
+            out.append((_ncc(f[sl[0]], m[sl[1]], mask), s, sl))
     return sorted(out, key=lambda c: -c[0])
 
 # %% ../nbs/04a_phase_correlation.ipynb #d9a1f804
@@ -167,7 +192,7 @@ def _shift_spline(coef, d):
 def _refine_subpixel(a, b, mask, upsample, window_alpha, n_refine):
     "Sub-pixel shift of two nearly aligned patches (upsampled DFT, then Lucas-Kanade steps): (shift, b shifted by it)."
     sub = _subpixel(a, b, mask, upsample, window_alpha, 0.0)
-    coef = ndimage.spline_filter(np.where(mask, b, float(b[mask].mean())), order=3, mode="nearest")  # once
+    coef = ndimage.spline_filter(np.where(mask, b, float(b[mask].mean())), order=3, mode="nearest", output=np.float32)  # once
     shifted = lambda d: _shift_spline(coef, d)
     b2 = shifted(sub)
     for _ in range(n_refine):  # Gauss-Newton (Lucas-Kanade) steps on the overlap, with an intensity gain and offset
@@ -185,7 +210,7 @@ def _ncc_after_shift(a, b2, mask, sub):
     k = int(np.ceil(np.abs(sub).max())) + 1
     inner[tuple(slice(k, max(n - k, k)) for n in mask.shape)] = True
     if not mask.all(): inner &= ndimage.shift(mask.astype(np.float32), -sub, order=1, mode="constant", cval=0) > 0.999
-    return ncc(a, b2, inner & mask)
+    return _ncc(a, b2, inner & mask)
 
 # %% ../nbs/04a_phase_correlation.ipynb #2ee01a43
 def phase_correlation_shift(fixed, # fixed crop (array, NaN = no data)
@@ -241,7 +266,7 @@ def _nominal_candidates(f, m, mf, mm, window, window_alpha, n_peaks, min_overlap
         w = _overlap_slices(f.shape, m.shape, s)
         if w is None: continue
         mask = mf[w[0]] & mm[w[1]]
-        if mask.sum() >= 4: out.append((ncc(f[w[0]], m[w[1]], mask), s, w))
+        if mask.sum() >= 4: out.append((_ncc(f[w[0]], m[w[1]], mask), s, w))
     return out
 
 def _refined(f, m, mf, mm, cand, up, window_alpha, n_refine):
