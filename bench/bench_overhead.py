@@ -24,6 +24,7 @@ def main():
     ap.add_argument("--grid", type=int, default=40)
     ap.add_argument("--tile", type=int, default=32)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print one RESULT {json} line (for bench_round2.py)")
     a = ap.parse_args()
     warnings.simplefilter("ignore")
     from multiview_reg.data import tiled_dataset
@@ -38,6 +39,9 @@ def main():
     n = sum(len(s) for s in res.link_status.values())
     print(f"{len(views)} views, {n} pairs: wall {wall:.1f} s, CPU {cpu:.1f} s ({1e3 * wall / max(n, 1):.1f} ms per pair); "
           f"timing {({k: round(v, 1) for k, v in res.timing.items()})}")
+    if a.json:
+        import json
+        print("RESULT " + json.dumps(dict(views=len(views), pairs=n, wall_s=wall, cpu_s=cpu, timing=res.timing)))
     if a.profile:
         s = io.StringIO(); pstats.Stats(pr, stream=s).sort_stats("cumulative").print_stats(40); print(s.getvalue())
 
