@@ -11,14 +11,18 @@ corner error, px) against the known truth.
   peer: `registration.register(..., pairwise_reg_func=registration_ITKElastix, groupwise_resolution_kwargs=
   {'transform': 'rigid'})` with dask threads. Both: default stages (translation, rigid), default pruning.
 - resolve_10k: `resolve(synthetic_graph((100, 100), 'rigid', rotation=0.005, noise=0.2, outlier_fraction=0.01),
-  'global_optimization', transform='rigid')`.
+  'global_optimization', transform='rigid')`; tool 'before' runs the same call with multiview_reg/resolvers.py as of
+  commit 8b687c1 (the solver before issue 20's factor reuse, read with `git show`), tool 'ours' the current one.
+  The 'ours' row also gives max |G_ours - G_before| over all correction entries (both runs save their corrections
+  to the temp folder).
 - profile_3d: cProfile of `register_edge` over every edge of a 3D 3x3 grid of 48x192x192 tiles (phase correlation).
 """
 import argparse, json, os, subprocess, sys, time, warnings
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's package, also when run from bench/
 
 ROT = dict(ndim=3, grid=(1, 2, 2), tile_shape=(32, 128, 128), spacing=(2, .5, .5), rotation=0.015, seed=0)
-CASES = {"rot_elastix": ("ours", "peer"), "rot_sitk": ("ours",), "resolve_10k": ("ours",), "profile_3d": ("ours",)}
+CASES = {"rot_elastix": ("ours", "peer"), "rot_sitk": ("ours",), "resolve_10k": ("before", "ours"), "profile_3d": ("ours",)}
 
 
 def _timed(fn):
@@ -57,16 +61,35 @@ def run_rot(tool, method):
 
 
 
-def run_resolve():
+PREVIOUS_RESOLVERS = "8b687c1810264a4a3a020d0d1961bdc173878d44"  # resolvers.py before issue 20's factor reuse
+
+
+def _previous_resolve():
+    "resolve() of multiview_reg/resolvers.py at PREVIOUS_RESOLVERS, loaded from git into a module of its own."
+    import types
+    src = subprocess.run(["git", "show", f"{PREVIOUS_RESOLVERS}:multiview_reg/resolvers.py"], check=True, capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    mod = types.ModuleType("multiview_reg._resolvers_previous"); mod.__package__ = "multiview_reg"
+    exec(compile(src, "resolvers@" + PREVIOUS_RESOLVERS[:7], "exec"), mod.__dict__)
+    return mod.resolve
+
+
+def run_resolve(tool="ours"):
     from multiview_reg.data import synthetic_graph
     from multiview_reg.resolvers import resolve
     from multiview_reg.metrics import correction_error
+    if tool == "before": resolve = _previous_resolve()
     g, truth = synthetic_graph((100, 100), transform="rigid", rotation=0.005, noise=0.2, outlier_fraction=0.01, seed=0)
     (params, info), wall, cpu = _timed(lambda: resolve(g, "global_optimization", transform="rigid"))
     err = correction_error(params, truth, g, "rigid")
     m = info["metrics"]["per_component"][0]
+    import numpy as np, tempfile
+    G = np.array([params[n] for n in g.nodes])
+    np.save(Path(tempfile.gettempdir()) / f"bench_resolve_10k_{tool}.npy", G)
+    other = Path(tempfile.gettempdir()) / "bench_resolve_10k_before.npy"
+    diff = float(np.abs(G - np.load(other)).max()) if tool == "ours" and other.exists() else None
     return dict(wall_s=wall, cpu_s=cpu, rms_px=float(err["rms"]), max_px=float(err["max"]), rounds=m["rounds"],
-                solver_iterations=m["solver_iterations"])
+                solver_iterations=m["solver_iterations"], max_diff_vs_before=diff)
 
 
 def run_profile():
@@ -90,7 +113,7 @@ def run_profile():
 def run_one(case, tool):
     warnings.simplefilter("ignore")
     if case.startswith("rot_"): out = run_rot(tool, case[4:])
-    elif case == "resolve_10k": out = run_resolve()
+    elif case == "resolve_10k": out = run_resolve(tool)
     else: out = run_profile()
     print("RESULT " + json.dumps(dict(out, case=case, tool=tool)))
 

@@ -385,19 +385,26 @@ def _second(z, gens, similarity):
                               np.concatenate([ez, z[..., None]], -1)[..., None, :]], -2)
     return out
 
+# %% ../nbs/05_resolvers.ipynb #b7aa6cfb
+def _sum_by(n, index, values):
+    "Sum the rows of `values` (E, ...) that share an index in `index` (E,) -> (n, ...); a sparse product, fast."
+    S = sp.csr_matrix((np.ones(len(index)), (index, np.arange(len(index)))), shape=(n, len(index)))
+    return np.asarray(S @ values.reshape(len(index), -1)).reshape((n,) + values.shape[1:])
+
 # %% ../nbs/05_resolvers.ipynb #7a08b1e0
 def _block_matrix(n, free, diag, pairs):
-    "Sparse symmetric matrix from (p, p) blocks: one per view on the diagonal, [(a, b, blocks)] off it; fixed views dropped."
+    "Sparse (BSR) matrix from (p, p) blocks: one per view on the diagonal, [(a, b, blocks)] off it; fixed views dropped."
     p = diag.shape[-1]
     col = np.full(n, -1); col[free] = np.arange(int(free.sum()))
-    ii, jj = np.mgrid[:p, :p]
-    rows, cols, vals = [], [], []
-    for a, b, v in [(np.arange(n), np.arange(n), diag)] + list(pairs):
-        ok = (col[a] >= 0) & (col[b] >= 0)
-        rows.append((col[a][ok, None, None] * p + ii).ravel()); cols.append((col[b][ok, None, None] * p + jj).ravel())
-        vals.append(v[ok].ravel())
-    size = int(free.sum()) * p
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(size, size))
+    a = col[np.concatenate([np.arange(n)] + [q[0] for q in pairs])]
+    b = col[np.concatenate([np.arange(n)] + [q[1] for q in pairs])]
+    vals = np.concatenate([diag] + [q[2] for q in pairs])
+    ok = (a >= 0) & (b >= 0)
+    nf = int(free.sum())
+    keys, first, inv = np.unique(a[ok] * nf + b[ok], return_index=True, return_inverse=True)  # sorted by row, column
+    blocks = vals[ok][first] if len(keys) == ok.sum() else _sum_by(len(keys), inv.ravel(), vals[ok])  # repeated pairs add
+    indptr = np.searchsorted(keys // nf, np.arange(nf + 1)) if nf else np.zeros(1, int)
+    return sp.bsr_matrix((blocks, keys % nf, indptr), shape=(nf * p, nf * p))
 
 # %% ../nbs/05_resolvers.ipynb #5edd4a0f
 def _corner_terms(pb, active, G, prior_weight):
@@ -428,9 +435,9 @@ def _normal_equations(pb, terms, res, G, model, newton=False):
         z = (q - cn[v][:, None]) / s
         Jk = (sign * _jacobian(z, gens, sim) * w[..., None]).reshape(len(v), -1, p)
         J.append(Jk)
-        np.add.at(D, v, np.swapaxes(Jk, 1, 2) @ Jk)
-        np.add.at(g, v, (r.reshape(len(v), 1, -1) @ Jk)[:, 0])
-        if newton: np.add.at(D[:, d:, d:], v, sign * np.einsum("eka,ekaij->eij", r * w, _second(z, gens, sim)) / s)
+        D += _sum_by(n, v, np.swapaxes(Jk, 1, 2) @ Jk)
+        g += _sum_by(n, v, (r.reshape(len(v), 1, -1) @ Jk)[:, 0])
+        if newton: D[:, d:, d:] += _sum_by(n, v, sign * np.einsum("eka,ekaij->eij", r * w, _second(z, gens, sim)) / s)
     Hmf = np.swapaxes(J[0], 1, 2) @ J[1]
     return g, D, [(terms[0][0], terms[1][0], Hmf), (terms[1][0], terms[0][0], np.swapaxes(Hmf, 1, 2))]
 
