@@ -11,6 +11,7 @@ import numpy as np
 import networkx as nx
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.sparse.csgraph import connected_components
 from .core import Registry, check_kwargs
 from .spatial import affine_from_translation, affine_from_linear, affine_from_rotation, apply_affine, box_corners
 from .data import synthetic_graph  # transitional: moved to multiview_reg.data
@@ -123,6 +124,19 @@ def _has_transform(d):
     T = d.get("transform")
     return T is not None and bool(np.isfinite(np.asarray(T, float)).all())
 
+# %% ../nbs/05_resolvers.ipynb #11448134
+def _components(graph):
+    "Views linked by edges with a finite transform, as lists of nodes, largest first (scipy: fast for 10^4 views)."
+    nodes = list(graph.nodes)
+    index = {n: i for i, n in enumerate(nodes)}
+    ij = np.array([(index[u], index[v]) for u, v, T in graph.edges(data="transform") if _has_transform({"transform": T})],
+                  int).reshape(-1, 2)
+    k, labels = connected_components(sp.coo_matrix((np.ones(len(ij)), (ij[:, 0], ij[:, 1])), shape=(len(nodes),) * 2),
+                                     directed=False)
+    comps = [[] for _ in range(k)]
+    for n, c in zip(nodes, labels): comps[c].append(n)
+    return sorted(comps, key=len, reverse=True)
+
 # %% ../nbs/05_resolvers.ipynb #9ad208c0
 def _sorted(nodes):
     try: return sorted(nodes)
@@ -178,9 +192,7 @@ def resolve(graph:nx.Graph, # overlap graph of ONE time point, pairwise results 
     if reference_view is not None and reference_view not in graph:
         raise ValueError(f"reference_view: {reference_view!r} is not a node of the graph")
     d = _graph_ndim(graph)
-    H = nx.Graph(); H.add_nodes_from(graph.nodes)
-    H.add_edges_from((u, v) for u, v, a in graph.edges(data=True) if _has_transform(a))
-    comps = sorted((list(c) for c in nx.connected_components(H)), key=len, reverse=True)
+    comps = _components(graph)
     if reference_view is not None: comps.sort(key=lambda c: reference_view not in c)
     params, used, refs, per = _resolve_components(graph, comps, f, name, reference_view, kwargs, d)
     if len(comps) > 1:
@@ -544,7 +556,6 @@ def _solve(pb, active, ref, transform, prior_weight, G0=None, tol=1e-12, affine_
 # %% ../nbs/05_resolvers.ipynb #e5419201
 def _connected(pb, active):
     "Whether the active edges connect all views (scipy's connected components, fast for 10^4 views)."
-    from scipy.sparse.csgraph import connected_components
     A = sp.coo_matrix((np.ones(int(active.sum())), (pb.f[active], pb.m[active])), shape=(pb.n, pb.n))
     return connected_components(A, directed=False)[0] == 1
 
