@@ -37,7 +37,8 @@ def run_one(mode, grid):
     import numpy as np, psutil
     warnings.simplefilter("ignore")
     from multiview_reg.data import procedural_dataset, registration_error
-    from multiview_reg.scale import register_within_memory, plan_registration
+    from multiview_reg.scale import plan_registration
+    from multiview_reg.register import register_within_memory
     from multiview_reg.spatial import as_view
     views, truth = procedural_dataset(grid=tuple(grid), tile_shape=TILE, overlap=0.1, chunks=CHUNKS, n_levels=5, seed=0)
     proc = psutil.Process()

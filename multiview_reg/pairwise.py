@@ -113,14 +113,9 @@ def _spatial_array(view, t=None, channel_index=None):
 
 # %% ../nbs/04_pairwise.ipynb #889ac399
 def _affine_at(view, key, t):
-    "The view's affine under `key` at time index `t` (ignored for static transforms); fast path without label lookups."
+    "The view's affine under `key` at time index `t` (ignored for static transforms)."
     xa = get_affine(view, key, as_xarray=True)
-    ti = (0 if t is None else int(t)) if "t" in xa.dims else None
-    labels = list(get_spatial_dims(view)) + ["1"]
-    if [str(c) for c in xa.coords["x_in"].values] == labels and [str(c) for c in xa.coords["x_out"].values] == labels:
-        a = xa.transpose(..., "x_in", "x_out").values
-        return np.array(a if ti is None else a[ti], dtype=float)
-    return get_affine(view, key, ti)
+    return get_affine(view, key, ((0 if t is None else int(t)) if "t" in xa.dims else None))
 
 # %% ../nbs/04_pairwise.ipynb #a504cf37
 def _bin(arr, b):
