@@ -182,6 +182,8 @@ def links_text(result, # `register(..., return_dict=True)`'s `RegistrationResult
     bad = [(e, s["reason"]) for e, s in sorted(((result.link_status or {}).get(t) or {}).items()) if not s["valid"]]
     return "\n".join(lines + [f"invalid link {e}: {r}" for e, r in bad])
 
+
+# %% ../nbs/07_summary.ipynb #72d5e2ed
 def stage_model_text(result, # `register(..., return_dict=True)`'s `RegistrationResult`
                      views:list, # the views that were registered
                      t:int=0 # time index
@@ -399,6 +401,48 @@ def pair_images(views:list, # the two views (fixed, moving)
     return {"fixed": fn, "moving": mn, "valid": np.isfinite(f) & np.isfinite(m),
             "overlay": np.stack([fn, mn, fn], -1), "checkerboard": _checkerboard(fn, mn), "z": z, "nz": nz}
 
+# %% ../nbs/07_summary.ipynb #59641350
+def _header(result, views):
+    "The summary line, with the stage model and the warnings in folded sections."
+    warn = "".join(f"<li>{html.escape(w)}</li>" for w in result.warnings)
+    stage = html.escape(stage_model_text(result, views)).replace("\n", "<br>")
+    h = widgets.HTML(f"<b>{html.escape(summary_line(result))}</b>"
+                     + (f"<details><summary>stage and links</summary><div class='mvr-stage'>{stage}</div></details>" if stage else "")
+                     + (f"<details><summary>warnings</summary><ul>{warn}</ul></details>" if warn else ""))
+    h.add_class("mvr-summary-line")
+    return h
+
+# %% ../nbs/07_summary.ipynb #830df679
+def _graph_controls():
+    "The Graph tab and its controls: (tab, before/after toggle, colour-by dropdown, image)."
+    W = widgets
+    stage = W.ToggleButtons(options=["before", "after"], value="before", description="stage")
+    colour_by = W.Dropdown(options=["quality", "residual", "overlap"], value="quality", description="colour by")
+    image = W.Image(format="png", layout=W.Layout(max_width="560px"))
+    image.add_class("mvr-graph-image")
+    return W.VBox([W.HBox([stage, colour_by]), image]), stage, colour_by, image
+
+def _pairs_controls(edge_options):
+    "The Pairs tab and its controls: (tab, edge dropdown, z-plane slider, image, info)."
+    W = widgets
+    edge = W.Dropdown(options=edge_options, description="edge")
+    edge.add_class("mvr-edge-select")
+    zslice = W.IntSlider(0, 0, 0, description="z plane", layout=W.Layout(display="none"))
+    image = W.Image(format="png", layout=W.Layout(max_width="640px"))
+    image.add_class("mvr-pair-overlay")
+    info = W.HTML()
+    info.add_class("mvr-pair-info")
+    return W.VBox([W.HBox([edge, zslice]), info, image]), edge, zslice, image, info
+
+def _views_controls(columns):
+    "The Views tab and its controls: (tab, sort-by dropdown, descending checkbox, table)."
+    W = widgets
+    sort_by = W.Dropdown(options=columns, value="shift", description="sort by")
+    descending = W.Checkbox(value=True, description="descending")
+    table = W.HTML()
+    table.add_class("mvr-view-table")
+    return W.VBox([W.HBox([sort_by, descending]), table]), sort_by, descending, table
+
 # %% ../nbs/07_summary.ipynb #e4a4e629
 class RegistrationSummary(widgets.VBox):
     "An ipywidgets summary of a registration: tabs Graph, Pairs and Views under a one-line summary."
@@ -411,38 +455,13 @@ class RegistrationSummary(widgets.VBox):
         self.plain = {0: _plain_views(self.views, self.result, 0)}
         self.registered = _with_registered(self.result, self.plain[0])
         self._cache = {}
-        W = widgets
-        warn = "".join(f"<li>{html.escape(w)}</li>" for w in self.result.warnings)
-        stage = html.escape(stage_model_text(self.result, self.views)).replace("\n", "<br>")
-        self.header = W.HTML(f"<b>{html.escape(summary_line(self.result))}</b>"
-                             + (f"<details><summary>stage and links</summary><div class='mvr-stage'>{stage}</div></details>" if stage else "")
-                             + (f"<details><summary>warnings</summary><ul>{warn}</ul></details>" if warn else ""))
-        self.header.add_class("mvr-summary-line")
-        self.time = W.IntSlider(0, 0, max(self.nt - 1, 0), description="time index",
-                                layout=W.Layout(display="flex" if self.nt > 1 else "none"))
-        # Graph tab
-        self.stage = W.ToggleButtons(options=["before", "after"], value="before", description="stage")
-        self.colour_by = W.Dropdown(options=["quality", "residual", "overlap"], value="quality", description="colour by")
-        self.graph_image = W.Image(format="png", layout=W.Layout(max_width="560px"))
-        self.graph_image.add_class("mvr-graph-image")
-        graph_tab = W.VBox([W.HBox([self.stage, self.colour_by]), self.graph_image])
-        # Pairs tab
-        self.edge = W.Dropdown(options=self._edge_options(0), description="edge")
-        self.edge.add_class("mvr-edge-select")
-        self.slice = W.IntSlider(0, 0, 0, description="z plane", layout=W.Layout(display="none"))
-        self.pair_image = W.Image(format="png", layout=W.Layout(max_width="640px"))
-        self.pair_image.add_class("mvr-pair-overlay")
-        self.pair_info = W.HTML()
-        self.pair_info.add_class("mvr-pair-info")
-        pairs_tab = W.VBox([W.HBox([self.edge, self.slice]), self.pair_info, self.pair_image])
-        # Views tab
-        cols = list(view_table(self.result, self.views, 0).columns)
-        self.sort_by = W.Dropdown(options=cols, value="shift", description="sort by")
-        self.descending = W.Checkbox(value=True, description="descending")
-        self.view_html = W.HTML()
-        self.view_html.add_class("mvr-view-table")
-        views_tab = W.VBox([W.HBox([self.sort_by, self.descending]), self.view_html])
-        self.tab = W.Tab(children=[graph_tab, pairs_tab, views_tab], titles=("Graph", "Pairs", "Views"))
+        self.header = _header(self.result, self.views)
+        self.time = widgets.IntSlider(0, 0, max(self.nt - 1, 0), description="time index",
+                                      layout=widgets.Layout(display="flex" if self.nt > 1 else "none"))
+        graph_tab, self.stage, self.colour_by, self.graph_image = _graph_controls()
+        pairs_tab, self.edge, self.slice, self.pair_image, self.pair_info = _pairs_controls(self._edge_options(0))
+        views_tab, self.sort_by, self.descending, self.view_html = _views_controls(list(view_table(self.result, self.views, 0).columns))
+        self.tab = widgets.Tab(children=[graph_tab, pairs_tab, views_tab], titles=("Graph", "Pairs", "Views"))
         super().__init__([self.header, self.time, self.tab])
         self.add_class("mvr-registration-summary")
         self.stage.observe(self._on_stage, "value")
