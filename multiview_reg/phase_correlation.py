@@ -115,19 +115,25 @@ def _lucas_kanade_step(a, b2, mask, sub):
 
 # %% ../nbs/04a_phase_correlation.ipynb #fa5624dc
 def _allowed(fast, shape_f, shape_m, window):
-    "Boolean mask on the FFT grid: positions with a wrap-around variant inside the crops and, if given, the window."
-    nd = len(fast)
-    ok = np.ones(fast, bool)
-    for d in range(nd):
+    "Per axis, the FFT grid positions with a wrap-around variant inside the crops and, if given, the window."
+    out = []
+    for d in range(len(fast)):
         p = np.arange(fast[d])
         inside = np.zeros(fast[d], bool)
         for v in (p, p - fast[d]):
             good = (v > -shape_f[d]) & (v < shape_m[d])
             if window is not None: good &= np.abs(v - window[0][d]) <= window[1][d] + 1
             inside |= good
-        sh = [1] * nd; sh[d] = fast[d]
-        ok = ok & inside.reshape(sh)
-    return ok
+        out.append(np.flatnonzero(inside))
+    return out
+
+def _local_maxima(r, idx):
+    "On the sub-grid np.ix_(*idx) of r: r there and where it is the maximum of its 3^nd neighbourhood (wrapping)."
+    mx = r
+    for d in sorted(range(r.ndim), key=lambda d: len(idx[d]) / r.shape[d]):  # separable maximum, at the kept positions only
+        mx = np.maximum.reduce([np.take(mx, (idx[d] + o) % r.shape[d], axis=d) for o in (-1, 0, 1)])
+    sub = r[np.ix_(*idx)]
+    return sub, mx == sub
 
 def _window_overlap(mf, mm, fast, alpha):
     "Circular cross-correlation of the two masked windows on the FFT grid: 1D ones multiplied when nothing is masked."
@@ -147,17 +153,19 @@ def _peak_candidates(f, m, mf, mm, window_alpha, n_peaks, window=None):
     F = sfft.rfftn(_prepare(f, mf, _tukey_window(f.shape, window_alpha)), fast)
     M = sfft.rfftn(_prepare(m, mm, _tukey_window(m.shape, window_alpha)), fast)
     X = np.conj(F) * M
-    X /= np.abs(X) + 1e-12 * np.abs(X).max() + 1e-30
+    ax = np.abs(X)
+    X /= ax + 1e-12 * ax.max() + 1e-30
     r = sfft.irfftn(X, fast)
     # a true match seen through a small overlap gives a weak peak: divide by the overlap's share of the windows, so
     # that the candidates are chosen by match quality, not by overlap size (floored: tiny overlaps stay weak)
     w = _window_overlap(mf, mm, fast, window_alpha)
     r = r / np.maximum(w / max(float(w.max()), 1e-30), 0.1)
     # local maxima, not the highest pixels: a lattice or a line gives ridges, whose top pixels all sit on one ridge
-    peaks = (ndimage.maximum_filter(r, size=3, mode="wrap") == r) & _allowed(fast, f.shape, m.shape, window)
-    idx = np.flatnonzero(peaks)
-    top = idx[np.argsort(r.ravel()[idx])[::-1][:n_peaks]]
-    return [np.array(np.unravel_index(k, fast)) for k in top], fast
+    ok = _allowed(fast, f.shape, m.shape, window)
+    sub, peaks = _local_maxima(r, ok)
+    k = np.flatnonzero(peaks)
+    top = np.unravel_index(k[np.argsort(sub.ravel()[k])[::-1][:n_peaks]], sub.shape)
+    return [np.array([ok[d][t[j]] for d, t in enumerate(top)]) for j in range(len(top[0]))], fast
 
 # %% ../nbs/04a_phase_correlation.ipynb #b243e241
 def _integer_candidates(f, m, mf, mm, peaks, fast, min_overlap, window=None):
@@ -241,7 +249,7 @@ def phase_correlation_shift(fixed, # fixed crop (array, NaN = no data)
         # at integer shifts a thin structure scores low at the true shift and as high one period away: the close
         # candidates are compared after sub-pixel refinement
         close = [c for c in cands if c[0] >= cands[0][0] - ambiguity][:4]
-        return max((_refined(f, m, mf, mm, c, up, window_alpha, n_refine) for c in close), key=lambda r: r[1])
+        return _best_refined(f, m, mf, mm, close, up, window_alpha, n_refine)
 
 def _search_window(expected_shift, max_shift_px, nd):
     "(centre, half-width) in px, or None for an unrestricted search."
@@ -268,6 +276,13 @@ def _nominal_candidates(f, m, mf, mm, window, window_alpha, n_peaks, min_overlap
         mask = mf[w[0]] & mm[w[1]]
         if mask.sum() >= 4: out.append((_ncc(f[w[0]], m[w[1]], mask), s, w))
     return out
+
+def _best_refined(f, m, mf, mm, close, up, window_alpha, n_refine):
+    "(shift, NCC) of the candidate best after refinement; one within 1.5 px of a refined shift is skipped: the sub-pixel search around it (+-1.5 px) finds that same optimum."
+    done = []
+    for c in close:
+        if not any(np.all(np.abs(c[1] - s) <= 1.5) for s, _ in done): done.append(_refined(f, m, mf, mm, c, up, window_alpha, n_refine))
+    return max(done, key=lambda r: r[1])
 
 def _refined(f, m, mf, mm, cand, up, window_alpha, n_refine):
     "Sub-pixel refinement of one integer candidate: (shift, NCC after the shift)."
