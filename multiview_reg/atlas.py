@@ -529,6 +529,23 @@ def _bspline_stage(F, M, fmask, lin, best, backend, grid_spacing, opts, trace, t
     times["bspline"] = time.perf_counter() - t0
     return out
 
+# %% ../nbs/08c_atlas.ipynb #8469b987
+def _atlas_choices(template, transform_types, stages, backend, metric, grid_spacing, callback, initial_rotation, options):
+    "`register_to_atlas`'s choices checked and in canonical form: (stages, metric, per-stage options)."
+    if template is None: raise ValueError("template: required (a SimpleITK image, a path or an AtlasTemplate)")
+    stages = canonical_transform_types(transform_types if stages is None else stages, allowed=STAGES)
+    if list(stages) != sorted(set(stages), key=STAGES.index):
+        raise ValueError(f"transform_types: expected an ordered subset of {STAGES}, got {stages}")
+    if backend not in ("sitk", "elastix"): raise ValueError(f"backend: expected 'sitk' or 'elastix', got {backend!r}")
+    metric = "auto" if str(metric).lower() == "auto" else canonical_metric(metric)
+    if grid_spacing is not None and not grid_spacing > 0: raise ValueError(f"grid_spacing: expected a positive length in mm, got {grid_spacing}")
+    if callback is not None and not callable(callback): raise TypeError("callback: expected a callable")
+    if isinstance(initial_rotation, str) and initial_rotation != "auto":
+        raise ValueError(f"initial_rotation: expected a rotation matrix, 'auto' or None, got {initial_rotation!r}")
+    opts = {s: dict(v) for s, v in (options or {}).items()}
+    if set(opts) - set(STAGES): raise ValueError(f"options: keys must be stages {STAGES}, got {sorted(opts)}")
+    return stages, metric, opts
+
 # %% ../nbs/08c_atlas.ipynb #de126601
 def register_to_atlas(volume, # sample: numpy ((z,) y, x), SimpleITK image, or path (2D sections work too)
                       spacing, # voxel size in mm of a numpy `volume` ((z,) y, x or one value; None for images/paths)
@@ -554,18 +571,7 @@ def register_to_atlas(volume, # sample: numpy ((z,) y, x), SimpleITK image, or p
                       stages=None # old name of `transform_types` (still accepted)
                      ) -> AtlasRegistration:
     "Register a brain volume (or section) to a template: rigid -> affine -> B-spline, each kept only if it raises NCC."
-    if template is None: raise ValueError("template: required (a SimpleITK image, a path or an AtlasTemplate)")
-    stages = canonical_transform_types(transform_types if stages is None else stages, allowed=STAGES)
-    if list(stages) != sorted(set(stages), key=STAGES.index):
-        raise ValueError(f"transform_types: expected an ordered subset of {STAGES}, got {stages}")
-    if backend not in ("sitk", "elastix"): raise ValueError(f"backend: expected 'sitk' or 'elastix', got {backend!r}")
-    metric = "auto" if str(metric).lower() == "auto" else canonical_metric(metric)
-    if grid_spacing is not None and not grid_spacing > 0: raise ValueError(f"grid_spacing: expected a positive length in mm, got {grid_spacing}")
-    if callback is not None and not callable(callback): raise TypeError("callback: expected a callable")
-    if isinstance(initial_rotation, str) and initial_rotation != "auto":
-        raise ValueError(f"initial_rotation: expected a rotation matrix, 'auto' or None, got {initial_rotation!r}")
-    opts = {s: dict(v) for s, v in (options or {}).items()}
-    if set(opts) - set(STAGES): raise ValueError(f"options: keys must be stages {STAGES}, got {sorted(opts)}")
+    stages, metric, opts = _atlas_choices(template, transform_types, stages, backend, metric, grid_spacing, callback, initial_rotation, options)
     if threads: sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
     if isinstance(template, AtlasTemplate) and template_labels is None: template_labels = template.annotation
     t_start = time.perf_counter()
