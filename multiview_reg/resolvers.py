@@ -241,55 +241,49 @@ class _SPDFactor:
                              "use a simpler transform or a prior_weight > 0")
         return x
 
-# %% ../nbs/05_resolvers.ipynb #d1213610
-def _factor_solve(A, B, what):
-    "Least squares via the normal equations of a sparse A (weights already applied), one factor for all columns of B."
-    return _SPDFactor(A.T @ A, what).solve(A.T @ B)
+# %% ../nbs/05_resolvers.ipynb #b7aa6cfb
+def _sum_by(n, index, values):
+    "Sum the rows of `values` (E, ...) that share an index in `index` (E,) -> (n, ...); a sparse product, fast."
+    S = sp.csr_matrix((np.ones(len(index)), (index, np.arange(len(index)))), shape=(n, len(index)))
+    return np.asarray(S @ values.reshape(len(index), -1)).reshape((n,) + values.shape[1:])
 
-# %% ../nbs/05_resolvers.ipynb #bc9a33a2
-def _assemble(n, q, ref, blocks):
-    "Sparse matrix from blocks (rows, view index, local col, value); the reference view's columns are dropped."
-    colmap = np.full(n * q, -1)
-    free = np.ones(n, bool); free[ref] = False
-    colmap[np.repeat(free, q)] = np.arange(free.sum() * q)
-    R, C, V = [], [], []
-    nrows = 0
-    for rows, view, col, val in blocks:
-        c = colmap[view * q + col]
-        ok = c >= 0
-        R.append(rows[ok]); C.append(c[ok]); V.append(val[ok])
-        nrows = max(nrows, int(rows.max()) + 1 if rows.size else 0)
-    return sp.csr_matrix((np.concatenate(V), (np.concatenate(R), np.concatenate(C))), shape=(nrows, int(free.sum()) * q)), free
+# %% ../nbs/05_resolvers.ipynb #7a08b1e0
+def _block_matrix(n, free, diag, pairs):
+    "Sparse (BSR) matrix from (p, p) blocks: one per view on the diagonal, [(a, b, blocks)] off it; fixed views dropped."
+    p = diag.shape[-1]
+    col = np.full(n, -1); col[free] = np.arange(int(free.sum()))
+    a = col[np.concatenate([np.arange(n)] + [q[0] for q in pairs])]
+    b = col[np.concatenate([np.arange(n)] + [q[1] for q in pairs])]
+    vals = np.concatenate([diag] + [q[2] for q in pairs])
+    ok = (a >= 0) & (b >= 0)
+    nf = int(free.sum())
+    keys, first, inv = np.unique(a[ok] * nf + b[ok], return_index=True, return_inverse=True)  # sorted by row, column
+    blocks = vals[ok][first] if len(keys) == ok.sum() else _sum_by(len(keys), inv.ravel(), vals[ok])  # repeated pairs add
+    indptr = np.searchsorted(keys // nf, np.arange(nf + 1)) if nf else np.zeros(1, int)
+    return sp.bsr_matrix((blocks, keys % nf, indptr), shape=(nf * p, nf * p))
 
 # %% ../nbs/05_resolvers.ipynb #64fca018
 def _solve_linear(pb, active, ref, prior_weight=0.0, model="translation"):
     "Translation or affine corrections by sparse linear least squares over the overlap-box corner pairs."
     n, d, s = pb.n, pb.ndim, pb.scale
-    f, m, X, Y, w = pb.f[active], pb.m[active], pb.X[active], pb.Y[active], pb.w[active]
-    E, K = X.shape[:2]
+    f, m, X, Y = pb.f[active], pb.m[active], pb.X[active], pb.Y[active]
     q = 1 if model == "translation" else d + 1
-    blocks, rhs = [], []
-    rows = np.arange(E * K).reshape(E, K)
-    sw = np.sqrt(w)[:, None]
     def coeffs(pts, views):  # (..., q) coefficients of one view's unknowns at points
         if q == 1: return np.ones(pts.shape[:-1] + (1,))
         return np.concatenate([(pts - pb.centres[views][:, None]) / s, np.ones(pts.shape[:-1] + (1,))], -1)
-    cm, cf = coeffs(X, m) * sw[..., None], -coeffs(Y, f) * sw[..., None]
-    for k in range(q):
-        blocks.append((rows.ravel(), np.repeat(m, K), np.full(E * K, k), cm[..., k].ravel()))
-        blocks.append((rows.ravel(), np.repeat(f, K), np.full(E * K, k), cf[..., k].ravel()))
-    B = ((Y - X) * sw[..., None]).reshape(E * K, d)
-    if prior_weight > 0:
-        C = pb.corners
-        prow = E * K + np.arange(n * C.shape[1]).reshape(n, -1)
-        cp = coeffs(C, np.arange(n)) * np.sqrt(prior_weight)
-        for k in range(q):
-            blocks.append((prow.ravel(), np.repeat(np.arange(n), C.shape[1]), np.full(prow.size, k), cp[..., k].ravel()))
-        B = np.concatenate([B, np.zeros((prow.size, d))])
-    A, free = _assemble(n, q, ref, blocks)
-    A = sp.csr_matrix((A.data, A.indices, A.indptr), shape=(B.shape[0], A.shape[1]))
+    sw = np.sqrt(pb.w[active])[:, None, None]
+    cm, cf, rhs = coeffs(X, m) * sw, -coeffs(Y, f) * sw, (Y - X) * sw  # rows c_m theta_m + c_f theta_f = rhs
+    cmT, cfT = np.swapaxes(cm, 1, 2), np.swapaxes(cf, 1, 2)
+    D = _sum_by(n, m, cmT @ cm) + _sum_by(n, f, cfT @ cf)  # normal matrix blocks, per view and per edge
+    B = _sum_by(n, m, cmT @ rhs) + _sum_by(n, f, cfT @ rhs)
+    if prior_weight > 0:  # rows G_i c - c = 0 at every view's corners
+        cp = coeffs(pb.corners, np.arange(n)) * np.sqrt(prior_weight)
+        D += np.swapaxes(cp, 1, 2) @ cp
+    free = np.ones(n, bool); free[ref] = False
     theta = np.zeros((n, q, d))
-    if free.any(): theta[free] = _factor_solve(A, B, model).reshape(-1, q, d)
+    if free.any():
+        N = _block_matrix(n, free, D, [(m, f, cmT @ cf), (f, m, cfT @ cm)])
+        theta[free] = _SPDFactor(N, model).solve(B[free].reshape(-1, d)).reshape(-1, q, d)
     G = np.tile(np.eye(d + 1), (n, 1, 1))
     if q == 1:
         G[:, :-1, -1] = theta[:, 0]
@@ -396,27 +390,6 @@ def _second(z, gens, similarity):
         out = np.concatenate([np.concatenate([out, ez[..., None]], -1),
                               np.concatenate([ez, z[..., None]], -1)[..., None, :]], -2)
     return out
-
-# %% ../nbs/05_resolvers.ipynb #b7aa6cfb
-def _sum_by(n, index, values):
-    "Sum the rows of `values` (E, ...) that share an index in `index` (E,) -> (n, ...); a sparse product, fast."
-    S = sp.csr_matrix((np.ones(len(index)), (index, np.arange(len(index)))), shape=(n, len(index)))
-    return np.asarray(S @ values.reshape(len(index), -1)).reshape((n,) + values.shape[1:])
-
-# %% ../nbs/05_resolvers.ipynb #7a08b1e0
-def _block_matrix(n, free, diag, pairs):
-    "Sparse (BSR) matrix from (p, p) blocks: one per view on the diagonal, [(a, b, blocks)] off it; fixed views dropped."
-    p = diag.shape[-1]
-    col = np.full(n, -1); col[free] = np.arange(int(free.sum()))
-    a = col[np.concatenate([np.arange(n)] + [q[0] for q in pairs])]
-    b = col[np.concatenate([np.arange(n)] + [q[1] for q in pairs])]
-    vals = np.concatenate([diag] + [q[2] for q in pairs])
-    ok = (a >= 0) & (b >= 0)
-    nf = int(free.sum())
-    keys, first, inv = np.unique(a[ok] * nf + b[ok], return_index=True, return_inverse=True)  # sorted by row, column
-    blocks = vals[ok][first] if len(keys) == ok.sum() else _sum_by(len(keys), inv.ravel(), vals[ok])  # repeated pairs add
-    indptr = np.searchsorted(keys // nf, np.arange(nf + 1)) if nf else np.zeros(1, int)
-    return sp.bsr_matrix((blocks, keys % nf, indptr), shape=(nf * p, nf * p))
 
 # %% ../nbs/05_resolvers.ipynb #5edd4a0f
 def _corner_terms(pb, active, G, prior_weight):
