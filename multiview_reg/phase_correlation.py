@@ -201,14 +201,13 @@ def _refine_subpixel(a, b, mask, upsample, window_alpha, n_refine):
     "Sub-pixel shift of two nearly aligned patches (upsampled DFT, then Lucas-Kanade steps): (shift, b shifted by it)."
     sub = _subpixel(a, b, mask, upsample, window_alpha, 0.0)
     coef = ndimage.spline_filter(np.where(mask, b, float(b[mask].mean())), order=3, mode="nearest", output=np.float32)  # once
-    shifted = lambda d: _shift_spline(coef, d)
-    b2 = shifted(sub)
+    b2 = _shift_spline(coef, sub)
     for _ in range(n_refine):  # Gauss-Newton (Lucas-Kanade) steps on the overlap, with an intensity gain and offset
         step = _lucas_kanade_step(a, b2, mask, sub)
         if step is None: break
         sub = sub + step
-        b2 = shifted(sub)
-        if np.abs(step).max() < 2e-3: break
+        if np.abs(step).max() < 2e-3: break  # converged: b2, 2e-3 px short of sub, gives the same NCC
+        b2 = _shift_spline(coef, sub)
     return sub, b2
 
 # %% ../nbs/04a_phase_correlation.ipynb #b8b50d01
