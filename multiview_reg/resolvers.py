@@ -230,7 +230,7 @@ class _SPDFactor:
         except RuntimeError: self.lu = None  # an exactly zero pivot
         # each unknown's pivot (symmetric permutation: perm_r == perm_c) against its diagonal entry
         ok = self.lu is not None and np.array_equal(self.lu.perm_r, self.lu.perm_c)
-        if ok: ok = bool(np.all(self.lu.U.diagonal()[self.lu.perm_c] > 1e-12 * N.diagonal()))
+        if ok: ok = bool(np.all(self.lu.U.diagonal()[self.lu.perm_c] > 1e-12 * np.abs(N.diagonal())))
         if not ok: raise ValueError(f"transform: the {what} problem is under-determined for this graph (too few overlap "
                                     "corners per view); use a simpler transform or a prior_weight > 0")
         self.shape, self.what = N.shape, what
