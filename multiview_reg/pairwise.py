@@ -12,7 +12,6 @@ import inspect
 import numbers
 import warnings
 from dataclasses import dataclass
-from typing import NamedTuple
 import numpy as np
 import xarray as xr
 from scipy import ndimage
@@ -327,7 +326,8 @@ def _degenerate(a, name):
     return None
 
 # %% ../nbs/04_pairwise.ipynb #e8706be4
-class PhysicalCrops(NamedTuple):
+@dataclass
+class PhysicalCrops:
     "The physical-space contract's arguments as float arrays in (z, y, x) order: what a `pairwise_contract` backend receives."
     fixed: np.ndarray  # fixed crop, float32 (NaN = no data)
     moving: np.ndarray  # moving crop, float32 (NaN = no data)
@@ -336,6 +336,10 @@ class PhysicalCrops(NamedTuple):
     fixed_spacing: np.ndarray  # physical pixel size of the fixed crop
     moving_spacing: np.ndarray  # physical pixel size of the moving crop
     initial_affine: np.ndarray  # fixed physical -> moving physical from the current transforms, homogeneous
+
+    def __iter__(self):
+        "Unpack in field order: `f, m, fo, mo, fs, ms, init = crops`."
+        return iter(vars(self).values())
 
     def unregistrable(self, name:str # the backend, named in the warning
                      ) -> dict|None:
