@@ -21,7 +21,7 @@ from .metrics import ncc
 from .graph import overlap_region, per_dim_distance
 
 # %% auto #0
-__all__ = ['PAIRWISE_METHODS', 'pairwise_method', 'register_pairwise_method', 'get_pairwise_method', 'OverlapPair',
+__all__ = ['PAIRWISE_METHODS', 'pairwise_method', 'get_pairwise_method', 'register_pairwise_method', 'OverlapPair',
            'auto_binning', 'NotEnoughOverlapError', 'extract_overlap_pair', 'PhysicalCrops', 'pairwise_contract',
            'null_crops', 'register_edge', 'register_pair', 'plot_pair_overlay']
 
@@ -57,15 +57,17 @@ def pairwise_method(name:str, # the name `register(..., pairwise_reg_func=name)`
         return PAIRWISE_METHODS.register(name, func, overwrite=overwrite)
     return add
 
-def register_pairwise_method(name:str, overwrite:bool=False):  # transitional: the old name of `pairwise_method`
-    "The old name of `pairwise_method` (transitional; use `pairwise_method`)."
-    return pairwise_method(name, overwrite)
 
 # %% ../nbs/04_pairwise.ipynb #c8232fbf
 def get_pairwise_method(name_or_callable # a registered name or a callable following the contract
                        ):
     "The pairwise function for a registered name (or the callable itself)."
     return PAIRWISE_METHODS.get(name_or_callable, arg="pairwise_reg_func")
+
+# %% ../nbs/04_pairwise.ipynb #b0a1e377
+def register_pairwise_method(name:str, overwrite:bool=False):  # transitional: the old name of `pairwise_method`
+    "The old name of `pairwise_method` (transitional; use `pairwise_method`)."
+    return pairwise_method(name, overwrite)
 
 # %% ../nbs/04_pairwise.ipynb #bb0df2b3
 @dataclass
