@@ -124,7 +124,7 @@ def plan_pairwise(views:list, # views or multiscale views, as for `register`
                   registration_binning=None, # as for `register`
                   n_parallel_pairwise_regs:int=None, # as for `register`
                   max_pixels:int=2**21, # as for `register`
-                  **graph_kwargs # overlap_tolerance, pairs, pre_registration_pruning_method(_kwargs): what to plan for
+                  **graph_kwargs # overlap_tolerance, pairs, pre_registration_pruning_method(_kwargs), search_margin: what to plan for
                  ) -> dict: # views, as2d, reg_res_level, registration_binning, n_parallel, max_pixels, plan
     "The pairwise step's settings: the views to register (single-plane 3D as 2D), level, binning, parallelism, memory plan."
     plan = None
@@ -604,12 +604,13 @@ def register(views:list, # views (xarray.DataArray) or multiscale views (DataTre
     plain, cidx = check_inputs(views, transform_key, new_transform_key, reg_channel, reg_channel_index, points_key)
     check_methods(pairwise_reg_func, pairwise_reg_func_kwargs, groupwise_resolution_method, groupwise_resolution_kwargs,
                   post_registration_quality_threshold, pre_registration_pruning_method, pre_reg_pruning_method_kwargs)
+    func = get_pairwise_method(pairwise_reg_func)
+    if isinstance(max_shift, str) and max_shift != "auto": raise ValueError(f"max_shift: expected 'auto', None or physical distances, got {max_shift!r}")
     setup = plan_pairwise(views, transform_key, max_memory, reg_res_level, registration_binning, n_parallel_pairwise_regs,
                           max_pixels, overlap_tolerance=overlap_tolerance, pairs=pairs,
                           pre_registration_pruning_method=pre_registration_pruning_method,
-                          pre_reg_pruning_method_kwargs=pre_reg_pruning_method_kwargs)
-    func = get_pairwise_method(pairwise_reg_func)
-    if isinstance(max_shift, str) and max_shift != "auto": raise ValueError(f"max_shift: expected 'auto', None or physical distances, got {max_shift!r}")
+                          pre_reg_pruning_method_kwargs=pre_reg_pruning_method_kwargs,
+                          search_margin=default_max_shift(views, func) if isinstance(max_shift, str) else max_shift)
     shift = default_max_shift(setup["views"], func) if isinstance(max_shift, str) else max_shift
     pairwise = dict(transform_key=transform_key, pairwise_reg_func=pairwise_reg_func, reg_channel_index=cidx,
                     pairwise_reg_func_kwargs=pairwise_reg_func_kwargs, overlap_tolerance=overlap_tolerance, max_shift=shift,
@@ -655,10 +656,13 @@ def register_within_memory(views:list, # views or multiscale views, as for `regi
                            **register_kwargs # any other `register()` argument; explicit ones override the plan
                           ):
     "`register()` with pyramid level, binning and parallelism chosen by `scale.plan_registration` from `max_memory`."
+    shift = register_kwargs.get("max_shift", "auto")
+    shift = default_max_shift(views, get_pairwise_method(register_kwargs.get("pairwise_reg_func", "phase_correlation"))) \
+        if isinstance(shift, str) else shift
     plan = plan_registration(views, transform_key, max_memory, max_pixels, n_threads,
                              register_kwargs.get("overlap_tolerance", 0.0), register_kwargs.get("pairs"),
                              register_kwargs.get("pre_registration_pruning_method", "alternating_pattern"),
-                             register_kwargs.get("pre_reg_pruning_method_kwargs"))
+                             register_kwargs.get("pre_reg_pruning_method_kwargs"), search_margin=shift)
     kw = dict(plan)
     if "reg_res_level" in register_kwargs or "registration_binning" in register_kwargs:
         kw.pop("reg_res_level", None); kw.pop("registration_binning", None)  # the user's resolution choice, whole

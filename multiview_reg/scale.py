@@ -12,6 +12,7 @@ import numpy as np
 from .spatial import *
 from .graph import build_overlap_graph, overlap_region
 from .pruning import prune
+from .pairwise import _margin
 
 # %% auto #0
 __all__ = ['BYTES_PER_CROP_PIXEL', 'parse_memory', 'overlap_read_boxes', 'chunks_touched', 'pairwise_task_memory', 'MemoryPlan',
@@ -59,8 +60,9 @@ def overlap_read_boxes(view_fixed, # fixed view (plain or multiscale)
     "Pixel boxes (inclusive index ranges, (z, y, x) order) of the fixed and moving view that the pairwise step reads."
     reg = overlap_region(view_fixed, view_moving, transform_key, tolerance=tolerance, t=t)
     if reg is None: return None
+    widened = np.any(np.asarray(list(tolerance.values()) if isinstance(tolerance, dict) else tolerance, float) > 0)
     return _read_boxes(reg.vertices, _geometry(view_fixed, level, transform_key, t),
-                       _geometry(view_moving, level, transform_key, t))
+                       _geometry(view_moving, level, transform_key, t), widened)
 
 # %% ../nbs/13_scale.ipynb #28479394
 def _geometry(view, level, transform_key, t):
@@ -69,8 +71,8 @@ def _geometry(view, level, transform_key, t):
     return {"tr": get_affine(v, transform_key, t), "sp": get_spacing(v, True), "og": get_origin(v, True),
             "sh": get_shape(v, True), "view": v}
 
-def _read_boxes(vertices, gf, gm):
-    "Fixed and moving pixel boxes for an overlap polytope (world vertices), given both levels' geometry."
+def _read_boxes(vertices, gf, gm, widened=False):
+    "Fixed and moving pixel boxes for an overlap polytope (world vertices), given both levels' geometry; `widened`: a search margin is read, each view its own part of the widened overlap (as `pairwise.extract_overlap_pair`)."
     tf, sp_f, og_f, sh_f = gf["tr"], gf["sp"], gf["og"], gf["sh"]
     tm, sp_m, og_m, sh_m = gm["tr"], gm["sp"], gm["og"], gm["sh"]
     p_f = apply_affine(invert_affine(tf), vertices)
@@ -78,6 +80,9 @@ def _read_boxes(vertices, gf, gm):
     m_init = invert_affine(tm) @ tf  # fixed physical -> moving physical
     nd = len(sp_f)
     if np.allclose(m_init[:-1, :-1], np.eye(nd), atol=1e-9) and np.allclose(sp_f, sp_m, rtol=1e-9):
+        if widened:
+            p_m = apply_affine(invert_affine(tm), vertices)
+            return (f0, f1), _cell_range(p_m.min(0), p_m.max(0), og_m, sp_m, sh_m)
         k = np.round((og_f + m_init[:-1, -1] - og_m) / sp_f).astype(int)  # same grid: fixed index + k = moving index
         m0, m1 = np.maximum(f0 + k, 0), np.minimum(f1 + k, sh_m - 1)
         return (m0 - k, m1 - k), (m0, m1)
@@ -167,14 +172,14 @@ def _chunk_bytes(v, box):
     return n
 
 # %% ../nbs/13_scale.ipynb #d410f3ce
-def _level_stats(views, regions, transform_key, level, max_pixels, t):
+def _level_stats(views, regions, transform_key, level, max_pixels, t, widened=False):
     "Per-level numbers: largest crop, one binning for all crops, task memory per edge, total chunk bytes read."
     geo = {}
     def g(w):
         if w not in geo: geo[w] = _geometry(views[w], level, transform_key, t)
         return geo[w]
-    boxes = [(u, v, _read_boxes(verts, g(u), g(v))) for (u, v), verts in regions.items()]
-    shapes = np.array([bf[1] - bf[0] + 1 for _, _, (bf, _) in boxes])
+    boxes = [(u, v, _read_boxes(verts, g(u), g(v), widened)) for (u, v), verts in regions.items()]
+    shapes = np.array([np.maximum(bf[1] - bf[0], bm[1] - bm[0]) + 1 for _, _, (bf, bm) in boxes])
     b = _binning_for(shapes, max_pixels)
     tasks, read = [], 0
     for u, v, (bf, bm) in boxes:
@@ -198,7 +203,8 @@ def plan_registration(views:list, # views or multiscale views (DataTree), as for
                       pairs=None, # as in `register`
                       pre_registration_pruning_method="alternating_pattern", # as in `register`: plan for the edges it registers
                       pre_reg_pruning_method_kwargs:dict=None, # as in `register`
-                      t:int=None # time index whose transforms to plan with
+                      t:int=None, # time index whose transforms to plan with
+                      search_margin=None # as `max_shift` of `register` (physical): the crops read are widened by it
                      ) -> MemoryPlan: # register() arguments: reg_res_level/registration_binning, max_pixels, n_parallel_pairwise_regs
     "Choose pyramid level, binning and pairwise parallelism for `register()` from a memory budget."
     budget = parse_memory(max_memory)
@@ -211,12 +217,16 @@ def plan_registration(views:list, # views or multiscale views (DataTree), as for
     g = prune(g, "auto" if method == "alternating_pattern" and not pkw else method, **pkw)  # as register()
     edges = sorted((min(e), max(e)) for e in g.edges)
     regions = {}
-    for u, v in edges:
-        reg = overlap_region(views[u], views[v], transform_key, tolerance=overlap_tolerance, t=t)
+    dims = get_spatial_dims(views[0])
+    wide = dict(zip(dims, np.maximum(_margin(search_margin, dims, "search_margin"),
+                                     _margin(overlap_tolerance, dims, "overlap_tolerance")).tolist()))
+    for u, v in edges:  # what the pairwise step reads: the overlap widened by the search range
+        reg = overlap_region(views[u], views[v], transform_key, tolerance=wide, t=t)
         if reg is not None: regions[(u, v)] = reg.vertices
     ms = all(is_multiscale(v) for v in views)
     n_levels = min(len(multiscale_levels(v)) for v in views) if ms else 1
-    stats = [_level_stats(views, regions, transform_key, lv, max_pixels, t) for lv in range(n_levels)]
+    widened = any(x > 0 for x in wide.values())
+    stats = [_level_stats(views, regions, transform_key, lv, max_pixels, t, widened) for lv in range(n_levels)]
     fits_px = [s["level"] for s in stats if np.prod(s["max_crop_shape"]) <= max_pixels]
     level = fits_px[0] if fits_px else n_levels - 1
     while stats[level]["max_task_bytes"] > budget and level < n_levels - 1: level += 1
