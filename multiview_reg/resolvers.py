@@ -480,8 +480,9 @@ def _solve_gauss_newton(pb, active, ref, prior_weight=0.0, model="rigid", G0=Non
             if newton: newton = False; continue
             break  # no descent left at machine precision: converged
         G, terms, res, last, step, old, cost = Gn, tn, rn, step, st, cost, new_cost
-        # converged: steps at the rounding level of the mosaic's coordinates, or no relative progress in the cost
-        if step < tol * extent or (it > 2 and old - cost <= 1e-13 * old) or (it > 5 and step >= last): break
+        # converged: steps at the rounding level of the mosaic's coordinates, or no relative progress in the cost, or
+        # Gauss-Newton steps that stopped shrinking (Newton steps may grow before they converge quadratically)
+        if step < tol * extent or (it > 2 and old - cost <= 1e-13 * old) or (it > 5 and step >= last and not newton): break
         newton = newton or (lam == 1 and old - cost < 1e-3 * old)  # near the optimum: Newton steps
     G = _project(G, pb.centres, model)
     G[ref] = np.eye(d + 1)
