@@ -192,8 +192,9 @@ def _shift_spline(coef, d):
     for ax, s in enumerate(d):  # a constant shift gives the same 4 spline weights at every pixel (Unser 1999, doi:10.1109/79.799930)
         n = int(np.floor(s)); f = float(s) - n
         w = np.array([(1 - f) ** 3, 4 - 6 * f * f + 3 * f ** 3, 1 + 3 * f + 3 * f * f - 3 * f ** 3, f ** 3], np.float32) / 6
-        if n: out = np.take(out, np.clip(np.arange(out.shape[ax]) + n, 0, out.shape[ax] - 1), axis=ax)
-        out = ndimage.correlate1d(out, w, axis=ax, mode="nearest", origin=-1)  # taps at offsets -1, 0, 1, 2
+        if not -2 <= n <= 1:  # the filter's origin reaches n in [-2, 1]; beyond, shift by whole pixels first
+            out = np.take(out, np.clip(np.arange(out.shape[ax]) + n, 0, out.shape[ax] - 1), axis=ax); n = 0
+        out = ndimage.correlate1d(out, w, axis=ax, mode="nearest", origin=-1 - n)  # taps at offsets n-1 .. n+2
     return out
 
 # %% ../nbs/04a_phase_correlation.ipynb #0446db95
