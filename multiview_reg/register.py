@@ -33,9 +33,9 @@ logger = logging.getLogger(__name__)  # INFO: how the pairwise registrations are
 
 
 # %% auto #0
-__all__ = ['logger', 'check_inputs', 'check_methods', 'squeeze_z', 'plan_pairwise', 'registration_graph', 'pairwise_cache',
-           'task_views', 'register_pairs', 'filter_links', 'resolve_links', 'place_unlinked', 'edge_residuals',
-           'corrections', 'register', 'register_within_memory']
+__all__ = ['logger', 'check_inputs', 'check_methods', 'squeeze_z', 'search_range', 'plan_pairwise', 'registration_graph',
+           'pairwise_cache', 'task_views', 'register_pairs', 'filter_links', 'resolve_links', 'place_unlinked',
+           'edge_residuals', 'corrections', 'register', 'register_within_memory']
 
 # %% ../nbs/06_register.ipynb #39563ddc
 def _channel_index(plain, reg_channel, reg_channel_index):
@@ -115,6 +115,16 @@ def squeeze_z(views:list, # views or multiscale views
         v2.attrs = {**v.attrs, "transforms": tr, "spacing": {d: s for d, s in get_spacing(v).items() if d != "z"}}
         out.append(v2)
     return out
+
+# %% ../nbs/06_register.ipynb #46ea1d2d
+def search_range(views:list, # the views to register
+                 pairwise_func, # the pairwise function (callable)
+                 max_shift="auto" # as for `register`: 'auto', None or physical distances (number, per dim or dict)
+                ): # None, or the search range as given / per-dim physical distances for 'auto'
+    "`register`'s `max_shift`: 'auto' is 15 % of the views per axis for pairwise functions that search (`links.default_max_shift`), else as given."
+    if not isinstance(max_shift, str): return max_shift
+    if max_shift != "auto": raise ValueError(f"max_shift: expected 'auto', None or physical distances, got {max_shift!r}")
+    return default_max_shift(views, pairwise_func)
 
 # %% ../nbs/06_register.ipynb #065921c3
 def plan_pairwise(views:list, # views or multiscale views, as for `register`
@@ -605,15 +615,14 @@ def register(views:list, # views (xarray.DataArray) or multiscale views (DataTre
     check_methods(pairwise_reg_func, pairwise_reg_func_kwargs, groupwise_resolution_method, groupwise_resolution_kwargs,
                   post_registration_quality_threshold, pre_registration_pruning_method, pre_reg_pruning_method_kwargs)
     func = get_pairwise_method(pairwise_reg_func)
-    if isinstance(max_shift, str) and max_shift != "auto": raise ValueError(f"max_shift: expected 'auto', None or physical distances, got {max_shift!r}")
     setup = plan_pairwise(views, transform_key, max_memory, reg_res_level, registration_binning, n_parallel_pairwise_regs,
                           max_pixels, overlap_tolerance=overlap_tolerance, pairs=pairs,
                           pre_registration_pruning_method=pre_registration_pruning_method,
                           pre_reg_pruning_method_kwargs=pre_reg_pruning_method_kwargs,
-                          search_margin=default_max_shift(views, func) if isinstance(max_shift, str) else max_shift)
-    shift = default_max_shift(setup["views"], func) if isinstance(max_shift, str) else max_shift
+                          search_margin=search_range(views, func, max_shift))
     pairwise = dict(transform_key=transform_key, pairwise_reg_func=pairwise_reg_func, reg_channel_index=cidx,
-                    pairwise_reg_func_kwargs=pairwise_reg_func_kwargs, overlap_tolerance=overlap_tolerance, max_shift=shift,
+                    pairwise_reg_func_kwargs=pairwise_reg_func_kwargs, overlap_tolerance=overlap_tolerance,
+                    max_shift=search_range(setup["views"], func, max_shift),
                     **{k: setup[k] for k in ("registration_binning", "reg_res_level", "max_pixels")})
     o = dict(transform_key=transform_key, pairs=pairs, overlap_tolerance=overlap_tolerance, pairwise=pairwise,
              pruning_method=pre_registration_pruning_method, pruning_kwargs=pre_reg_pruning_method_kwargs,
@@ -629,14 +638,15 @@ def register(views:list, # views (xarray.DataArray) or multiscale views (DataTre
     timing["total"] = time.perf_counter() - t0
     if not return_dict and not plot_summary: return out
     res = build_result(out, steps, timing, transform_key, new_transform_key, setup["plan"])
-    if plot_summary: res.summary_plots = _summary_figures(setup["views"], transform_key, res.graphs[0], res.qualities[0],
-                                                          res.residuals[0], res.used_edges[0])
+    if plot_summary: res.summary_plots = _summary_figures(setup["views"], res)
     return res if return_dict else out
 
 # %% ../nbs/06_register.ipynb #9672deab
-def _summary_figures(views, transform_key, graph, qualities, residuals, used):
-    "Two figures: pairwise quality per edge (before), residual per edge with used/dropped links (after)."
+def _summary_figures(views, res):
+    "Two figures of the first time point: pairwise quality per edge (before), residual per edge with used/dropped links (after)."
     import matplotlib.pyplot as plt
+    t = min(res.graphs)
+    graph, transform_key, qualities, residuals, used = res.graphs[t], res.transform_key, res.qualities[t], res.residuals[t], res.used_edges[t]
     f1, ax1 = plt.subplots(figsize=(5, 5))
     plot_overlap_graph(graph, views, transform_key, ax=ax1, edge_values=qualities, cmap="RdYlGn",
                        label="pairwise quality", title="pairwise registration")
@@ -656,9 +666,8 @@ def register_within_memory(views:list, # views or multiscale views, as for `regi
                            **register_kwargs # any other `register()` argument; explicit ones override the plan
                           ):
     "`register()` with pyramid level, binning and parallelism chosen by `scale.plan_registration` from `max_memory`."
-    shift = register_kwargs.get("max_shift", "auto")
-    shift = default_max_shift(views, get_pairwise_method(register_kwargs.get("pairwise_reg_func", "phase_correlation"))) \
-        if isinstance(shift, str) else shift
+    shift = search_range(views, get_pairwise_method(register_kwargs.get("pairwise_reg_func", "phase_correlation")),
+                         register_kwargs.get("max_shift", "auto"))
     plan = plan_registration(views, transform_key, max_memory, max_pixels, n_threads,
                              register_kwargs.get("overlap_tolerance", 0.0), register_kwargs.get("pairs"),
                              register_kwargs.get("pre_registration_pruning_method", "alternating_pattern"),
