@@ -315,7 +315,7 @@ def _pcg(N, b, precond, rtol, maxiter):
 # %% ../nbs/05_resolvers.ipynb #b50af3ad
 class _NormalSolver:
     "Solves a sequence of nearby SPD normal systems: the last factor is kept and preconditions CG for the next ones."
-    def __init__(self, what, rtol=1e-4, max_cg=8, max_changed=8):
+    def __init__(self, what, rtol=1e-4, max_cg=10, max_changed=2):
         self.what, self.rtol, self.max_cg, self.max_changed = what, rtol, max_cg, max_changed
         self.factor, self.tag, self.n_factor = None, None, 0
     def solve(self, N, b, tag):
