@@ -30,6 +30,17 @@ def _need_browser():
     pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency: pip install -e '.[dev]'")
 
 
+def local_page(p, host:str, viewport:dict, outside:list):
+    "Debian's chromium with our flags, and a page on which every request not for `host` is aborted (and its URL recorded in `outside`): (browser, page)."
+    def route(r):
+        if urlparse(r.request.url).netloc == host: r.continue_()
+        else: outside.append(r.request.url); r.abort()
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    ctx = browser.new_context(viewport=viewport)
+    ctx.route("**/*", route)
+    return browser, ctx.new_page()
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     "The site, built by the documented command into a temporary folder."
@@ -61,17 +72,9 @@ def browser_run(site, server):
     from build_docs import doc_notebooks, page_path
     host = urlparse(server).netloc
     outside, failed, errors, pages = [], [], [], {}
-
-    def route(r):
-        if urlparse(r.request.url).netloc == host: r.continue_()
-        else: outside.append(r.request.url); r.abort()
-
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser, pg = local_page(p, host, {"width": 1280, "height": 900}, outside)
         try:
-            ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-            ctx.route("**/*", route)
-            pg = ctx.new_page()
             pg.on("requestfailed", lambda r: failed.append(f"{r.url}: {r.failure}"))
             pg.on("response", lambda r: r.status >= 400 and failed.append(f"{r.url}: HTTP {r.status}"))
             pg.on("pageerror", lambda e: errors.append(f"{pg.url}: {str(e)[:300]}"))

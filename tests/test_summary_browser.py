@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSET = ROOT / "tests" / "assets" / "summary_browser.ipynb"
-from test_docs import CHROMIUM, FLAGS, ARTIFACTS, _need_browser as _need_chromium  # one browser setup (tests/ is on sys.path under pytest)
+from test_docs import ARTIFACTS, local_page, _need_browser as _need_chromium  # one browser setup (tests/ is on sys.path under pytest)
 
 pytestmark = pytest.mark.slow  # JupyterLab start + kernel + registration: ~1 min on 2 cores
 
@@ -122,18 +122,10 @@ def test_summary_widget_in_jupyterlab(lab):
     base, token = lab["base"], lab["token"]
     host = urlparse(base).netloc
     outside, errors = [], []
-
-    def route(r):
-        if urlparse(r.request.url).netloc == host: r.continue_()
-        else: outside.append(r.request.url); r.abort()
-
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser, pg = local_page(p, host, {"width": 1400, "height": 1000}, outside)
         try:
-            ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-            ctx.route("**/*", route)
-            pg = ctx.new_page()
             pg.on("pageerror", lambda e: errors.append(str(e)[:300]))
             pg.goto(f"{base}/lab/tree/summary.ipynb?token={token}", wait_until="domcontentloaded")
             pg.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
