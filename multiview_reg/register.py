@@ -20,9 +20,9 @@ import xarray as xr
 import dask
 from tqdm.auto import tqdm
 from .spatial import *
-from .graph import build_overlap_graph, plot_overlap_graph, overlap_region
+from .graph import build_overlap_graph, plot_overlap_graph
 from .pruning import prune, PRUNING_METHODS
-from .pairwise import register_edge, get_pairwise_method, _affine_at, _check_func_kwargs, _margin
+from .pairwise import register_edge, get_pairwise_method, _affine_at, _check_func_kwargs
 from .resolvers import resolve, RESOLVERS
 from .core import check_kwargs, atomic_write
 from .scale import plan_registration
@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)  # INFO: how the pairwise registrations are
 
 # %% auto #0
 __all__ = ['logger', 'check_inputs', 'check_methods', 'squeeze_z', 'search_range', 'plan_pairwise', 'registration_graph',
-           'pairwise_cache', 'task_views', 'register_pairs', 'filter_links', 'resolve_links', 'place_unlinked',
-           'edge_residuals', 'corrections', 'register', 'register_within_memory']
+           'pairwise_cache', 'register_pairs', 'filter_links', 'resolve_links', 'place_unlinked', 'edge_residuals',
+           'corrections', 'register', 'register_within_memory']
 
 # %% ../nbs/06_register.ipynb #39563ddc
 def _channel_index(plain, reg_channel, reg_channel_index):
@@ -276,48 +276,6 @@ def _active_client():
     except (ImportError, ValueError): return None
     return c if dask.config.get("scheduler", None) in (None, "dask.distributed", "distributed") else None
 
-# %% ../nbs/06_register.ipynb #dd008189
-def _box_in(view, key, t, world_pts):
-    "Bounding box (lo, hi) of world points in a view's own physical frame."
-    p = apply_affine(invert_affine(_affine_at(as_view(view), key, t)), world_pts)
-    return p.min(0), p.max(0)
-
-def _cut(view, dims, lo, hi):
-    "The part of a view (every pyramid level) inside the physical box [lo, hi], its dask graph culled to that part."
-    def cut_ds(ds):
-        ds = ds.sel({d: slice(a, b) for d, a, b in zip(dims, lo, hi)})
-        if isinstance(ds["image"].data, dask.array.Array): ds["image"] = ds["image"].copy(data=dask.optimize(ds["image"].data)[0])
-        return ds
-    if not is_multiscale(view): return cut_ds(view.to_dataset(name="image"))["image"].assign_attrs(view.attrs)
-    out = view.copy(deep=False)
-    for lvl in multiscale_levels(view): out[lvl] = xr.DataTree(cut_ds(view[lvl].to_dataset()))
-    return out
-
-def task_views(views:list, # the views to register
-               u:int, v:int, # the edge (indices into views)
-               transform_key:str, # the transforms that place the views
-               t:int=None, # time index
-               margin=0.0 # search range plus overlap tolerance, physical (number, per dim or dict)
-              ) -> list: # [part of views[u], part of views[v]]
-    "What a pairwise task on a cluster needs of its two views: the parts (every level) that the widened overlap and the resampling can read, with a margin of 8 pixels of the coarsest level; the views themselves when they do not overlap."
-    dims = get_spatial_dims(views[u])
-    pad = 8 * max(get_spacing(as_view(w, len(multiscale_levels(w)) - 1 if is_multiscale(w) else 0), True).max()
-                  for w in (views[u], views[v]))
-    tol = _margin(margin, dims, "margin") + pad
-    wide = overlap_region(views[u], views[v], transform_key, tolerance=dict(zip(dims, tol.tolist())), t=t)
-    if wide is None: return [views[u], views[v]]
-    out = []
-    for w in (views[u], views[v]):
-        lo, hi = _box_in(w, transform_key, t, wide.vertices)
-        corners = np.array(np.meshgrid(*np.stack([lo, hi]).T, indexing="ij")).reshape(len(dims), -1).T
-        world = apply_affine(_affine_at(as_view(w), transform_key, t), corners)  # its box, for the other view's resampling
-        out.append((w, lo, hi, world))
-    parts = []
-    for k, (w, lo, hi, _) in enumerate(out):
-        lo2, hi2 = _box_in(w, transform_key, t, out[1 - k][3])
-        parts.append(_cut(w, dims, np.minimum(lo, lo2) - pad, np.maximum(hi, hi2) + pad))
-    return parts
-
 # %% ../nbs/06_register.ipynb #70b14b67
 class _Opaque:
     "Task arguments dask passes as they are: it would otherwise compute every dask-backed view in full before the task (and spend time looking into each one); the task reads only its overlaps."
@@ -351,14 +309,8 @@ def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_fil
     if n_parallel is not None and (not isinstance(n_parallel, (int, np.integer)) or n_parallel < 1):
         raise ValueError(f"n_parallel_pairwise_regs: expected a positive integer or None, got {n_parallel!r}")
     null_counts, client = null_counts or {}, _active_client()
-    def args(i):  # on a cluster a task gets only the parts of its views that it reads (`task_views`)
-        u, v = edges[i]
-        if client is None: pair = [views[u], views[v]]
-        else:
-            dims = get_spatial_dims(views[u])
-            margin = np.maximum(_margin(kw.get("max_shift"), dims), _margin(kw.get("overlap_tolerance"), dims, "overlap_tolerance"))
-            pair = task_views(views, u, v, kw["transform_key"], kw.get("t"), margin)
-        return pair, u, v, dict(kw, null_samples=null_counts.get(i, 0)), points, cache_files[i]
+    args = lambda i: ([views[edges[i][0]], views[edges[i][1]]], *edges[i], dict(kw, null_samples=null_counts.get(i, 0)),
+                      points, cache_files[i])
     batches = _batches(todo, _n_workers(client))
     tasks = [dask.delayed(_batch_task, pure=False)(_Opaque([args(i) for i in b])) for b in batches]
     if todo: logger.info("Computing all pairwise registrations in parallel (%d pairs)" if n_parallel is None else
