@@ -135,6 +135,7 @@ def _local_maxima(r, idx):
     sub = r[np.ix_(*idx)]
     return sub, mx == sub
 
+# %% ../nbs/04a_phase_correlation.ipynb #2d7da8f7
 def _window_overlap(mf, mm, fast, alpha):
     "Circular cross-correlation of the two masked windows on the FFT grid: 1D ones multiplied when nothing is masked."
     if not (mf.all() and mm.all()):
@@ -146,6 +147,7 @@ def _window_overlap(mf, mm, fast, alpha):
         w = w * sfft.irfft(np.conj(sfft.rfft(tf, n)) * sfft.rfft(tm, n), n).reshape([n if k == d else 1 for k in range(len(fast))])
     return w
 
+# %% ../nbs/04a_phase_correlation.ipynb #b5ce4da2
 def _peak_candidates(f, m, mf, mm, window_alpha, n_peaks, window=None):
     "The `n_peaks` highest local maxima of the phase correlation (inside `window` = (centre, half-width) px, if given) and the FFT grid."
     shape = tuple(max(a, b) for a, b in zip(f.shape, m.shape))
@@ -220,6 +222,21 @@ def _ncc_after_shift(a, b2, mask, sub):
     if not mask.all(): inner &= ndimage.shift(mask.astype(np.float32), -sub, order=1, mode="constant", cval=0) > 0.999
     return _ncc(a, b2, inner & mask)
 
+# %% ../nbs/04a_phase_correlation.ipynb #3dc781ab
+def _best_refined(f, m, mf, mm, close, up, window_alpha, n_refine):
+    "(shift, NCC) of the candidate best after refinement; one within 1.5 px of a refined shift is skipped: the sub-pixel search around it (+-1.5 px) finds that same optimum."
+    done = []
+    for c in close:
+        if not any(np.all(np.abs(c[1] - s) <= 1.5) for s, _ in done): done.append(_refined(f, m, mf, mm, c, up, window_alpha, n_refine))
+    return max(done, key=lambda r: r[1])
+
+def _refined(f, m, mf, mm, cand, up, window_alpha, n_refine):
+    "Sub-pixel refinement of one integer candidate: (shift, NCC after the shift)."
+    _, s, (sf, sm) = cand
+    a, b, mask = f[sf], m[sm], mf[sf] & mm[sm]
+    sub, b2 = _refine_subpixel(a, b, mask, up, window_alpha, n_refine)
+    return s + sub, _ncc_after_shift(a, b2, mask, sub)
+
 # %% ../nbs/04a_phase_correlation.ipynb #2ee01a43
 def phase_correlation_shift(fixed, # fixed crop (array, NaN = no data)
                             moving, # moving crop on the same pixel grid (same spacing; shapes may differ)
@@ -276,20 +293,6 @@ def _nominal_candidates(f, m, mf, mm, window, window_alpha, n_peaks, min_overlap
         mask = mf[w[0]] & mm[w[1]]
         if mask.sum() >= 4: out.append((_ncc(f[w[0]], m[w[1]], mask), s, w))
     return out
-
-def _best_refined(f, m, mf, mm, close, up, window_alpha, n_refine):
-    "(shift, NCC) of the candidate best after refinement; one within 1.5 px of a refined shift is skipped: the sub-pixel search around it (+-1.5 px) finds that same optimum."
-    done = []
-    for c in close:
-        if not any(np.all(np.abs(c[1] - s) <= 1.5) for s, _ in done): done.append(_refined(f, m, mf, mm, c, up, window_alpha, n_refine))
-    return max(done, key=lambda r: r[1])
-
-def _refined(f, m, mf, mm, cand, up, window_alpha, n_refine):
-    "Sub-pixel refinement of one integer candidate: (shift, NCC after the shift)."
-    _, s, (sf, sm) = cand
-    a, b, mask = f[sf], m[sm], mf[sf] & mm[sm]
-    sub, b2 = _refine_subpixel(a, b, mask, up, window_alpha, n_refine)
-    return s + sub, _ncc_after_shift(a, b2, mask, sub)
 
 # %% ../nbs/04a_phase_correlation.ipynb #1ed44bcd
 @pairwise_method("phase_correlation")
