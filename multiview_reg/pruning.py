@@ -195,12 +195,15 @@ def _is_complete(graph):
 
 # %% ../nbs/03_pruning.ipynb #d5922889
 @pruning_method("auto")
-def prune_auto(graph:nx.Graph # overlap graph
+def prune_auto(graph:nx.Graph, # overlap graph
+               corner_fraction:float=0.25 # a complete graph is pruned when every dropped overlap is below this fraction of the smallest kept one
               ) -> nx.Graph: # the edges to keep; `.graph['auto']`: the method that ran ('alternating_pattern' or None)
-    "Keep every edge of a complete graph of >= 3 views; otherwise prune with `alternating_pattern`."
-    if _is_complete(graph):
-        keep = nx.Graph(list(graph.edges)); keep.graph["auto"] = None
-        return keep
-    keep = prune_alternating_pattern(graph)
-    keep.graph["auto"] = "alternating_pattern"
+    "Keep every edge of a complete graph of >= 3 views (unless only corner overlaps would go); otherwise prune with `alternating_pattern`."
+    alt = prune_alternating_pattern(graph)
+    alt.graph["auto"] = "alternating_pattern"
+    if not _is_complete(graph): return alt
+    dropped = [graph.edges[e]["overlap"] for e in graph.edges if not alt.has_edge(*e)]
+    kept = [graph.edges[e]["overlap"] for e in alt.edges]
+    if dropped and kept and max(dropped) < corner_fraction * min(kept): return alt  # a small grid: its corners go
+    keep = nx.Graph(list(graph.edges)); keep.graph["auto"] = None
     return keep

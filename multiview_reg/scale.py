@@ -109,7 +109,7 @@ def chunks_touched(view, # a view (plain or multiscale)
     return [tuple(int(x) for x in c) for c in np.array(np.meshgrid(*ranges, indexing="ij")).reshape(len(sd), -1).T]
 
 # %% ../nbs/13_scale.ipynb #dd4721a2
-BYTES_PER_CROP_PIXEL = 160  # phase correlation working memory per pixel of one registration crop (see the model above)
+BYTES_PER_CROP_PIXEL = 100  # phase correlation working memory per pixel of one registration crop (see the model above)
 
 def pairwise_task_memory(chunk_bytes:int, # bytes of all chunks read for the task (both views)
                          read_pixels:int, # pixels of the two crops as read, before binning (N_f + N_m)
