@@ -29,13 +29,13 @@ from .scale import plan_registration
 from .links import assess_links, default_max_shift, place_by_stage_model
 from .result import RegistrationResult, build_result
 
-logger = logging.getLogger(__name__)  # INFO: how the pairwise registrations are scheduled
+_log = logging.getLogger(__name__)  # INFO: how the pairwise registrations are scheduled
 
 
 # %% auto #0
-__all__ = ['logger', 'check_inputs', 'check_methods', 'squeeze_z', 'search_range', 'plan_pairwise', 'registration_graph',
-           'pairwise_cache', 'register_pairs', 'filter_links', 'resolve_links', 'place_unlinked', 'edge_residuals',
-           'corrections', 'register', 'register_within_memory']
+__all__ = ['check_inputs', 'check_methods', 'squeeze_z', 'search_range', 'plan_pairwise', 'registration_graph', 'pairwise_cache',
+           'register_pairs', 'filter_links', 'resolve_links', 'place_unlinked', 'edge_residuals', 'corrections',
+           'register', 'register_within_memory']
 
 # %% ../nbs/06_register.ipynb #39563ddc
 def _channel_index(plain, reg_channel, reg_channel_index):
@@ -313,7 +313,7 @@ def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_fil
                       points, cache_files[i])
     batches = _batches(todo, _n_workers(client))
     tasks = [dask.delayed(_batch_task, pure=False)(_Opaque([args(i) for i in b])) for b in batches]
-    if todo: logger.info("Computing all pairwise registrations in parallel (%d pairs)" if n_parallel is None else
+    if todo: _log.info("Computing all pairwise registrations in parallel (%d pairs)" if n_parallel is None else
                         "Computing pairwise registrations at most %d at a time", len(todo) if n_parallel is None else n_parallel)
     bar = tqdm(total=len(edges), initial=len(edges) - len(todo), desc="pairwise registrations", unit="pair",
                disable=not progress, leave=False)
