@@ -50,6 +50,7 @@ def ants_registration(crops:PhysicalCrops, # the contract's arguments as arrays 
                       shrink_factors=(8, 4, 2, 1), # multi-resolution shrink factor per level, pixels (ANTs: 6, 4, 2, 1)
                       smoothing_sigmas=(4.0, 2.0, 1.0, 0.0), # Gaussian smoothing per level, pixels (ANTs: 3, 2, 1, 0)
                       seed:int=0, # random seed of ANTs' metric sampling (ANTs' results still vary slightly from run to run)
+                      retries:int=2, # run ANTs again (next seed) when its result scores below the initial transform
                       ants_registration_kwargs:dict=None # passed to ants.registration as they are (e.g. aff_iterations)
                      ) -> dict:
     "Intensity-based registration with ANTsPy (Avants et al. 2011, doi:10.1016/j.neuroimage.2010.09.025)."
@@ -62,7 +63,7 @@ def ants_registration(crops:PhysicalCrops, # the contract's arguments as arrays 
     import ants  # optional dependency: pip install multiview_reg[ants]
     shrink = tuple(int(min(x, max(1, min(f.shape) // 8))) for x in shrink_factors)  # thin crops: no level below ~8 px
     nd = f.ndim
-    kw = {"aff_metric": _ANTS_METRICS[metric], "random_seed": int(seed), "aff_shrink_factors": shrink,
+    kw = {"aff_metric": _ANTS_METRICS[metric], "aff_shrink_factors": shrink,
           "aff_smoothing_sigmas": tuple(float(x) for x in smoothing_sigmas), **(ants_registration_kwargs or {})}
     fmask, mmask = np.isfinite(f), np.isfinite(m)
     # coordinates centred on the fixed crop (and its image under init): ANTs rotates about the origin
@@ -73,11 +74,18 @@ def ants_registration(crops:PhysicalCrops, # the contract's arguments as arrays 
     if not fmask.all(): kw.setdefault("mask", _ants_image(ants, fmask.astype(np.float32), fo_c, fs))
     if not mmask.all(): kw.setdefault("moving_mask", _ants_image(ants, mmask.astype(np.float32), mo_c, ms))
     shift = lambda d: np.block([[np.eye(nd), np.asarray(d, float)[:, None]], [np.zeros((1, nd)), np.ones((1, 1))]])
-    current = shift(-c2) @ init @ shift(c)
-    with tempfile.TemporaryDirectory() as tmp:  # ANTs writes its transforms to files: keep them out of sight
-        for i, kind in enumerate(types):
-            out = ants.registration(fi, mi, type_of_transform=_ANTS_STAGES[kind], outprefix=os.path.join(tmp, f"s{i}_"),
-                                    initial_transform=[_ants_initial(ants, current, nd, tmp)], **kw)
-            current = _ants_matrix(ants, out["fwdtransforms"][0], nd)  # ANTs folds the initial transform in
-    current = shift(c2) @ current @ shift(-c)  # back to the crops' own physical coordinates
-    return {"affine_matrix": current, "quality": crops.quality_after(current)}
+    def run(seed):
+        current = shift(-c2) @ init @ shift(c)
+        with tempfile.TemporaryDirectory() as tmp:  # ANTs writes its transforms to files: keep them out of sight
+            for i, kind in enumerate(types):
+                out = ants.registration(fi, mi, type_of_transform=_ANTS_STAGES[kind], outprefix=os.path.join(tmp, f"s{i}_"),
+                                        initial_transform=[_ants_initial(ants, current, nd, tmp)], **dict(kw, random_seed=seed))
+                current = _ants_matrix(ants, out["fwdtransforms"][0], nd)  # ANTs folds the initial transform in
+        current = shift(c2) @ current @ shift(-c)  # back to the crops' own physical coordinates
+        return current, crops.quality_after(current)
+    # ANTs' sampling varies from run to run and it sometimes ends in a worse place than it started: then run it again
+    start, best = crops.quality_after(init), run(int(seed))
+    for k in range(1, int(retries) + 1):
+        if best[1] >= start: break
+        best = max(best, run(int(seed) + k), key=lambda r: r[1])
+    return {"affine_matrix": best[0], "quality": best[1]}
