@@ -1,7 +1,7 @@
 "Merge the per-topic benchmark results (bench/RESULTS_<topic>.md, written by each bench script) into bench/RESULTS.md."
 from pathlib import Path
 
-ORDER = ["real", "register", "pairwise", "resolvers", "speed", "graph", "scale", "fusion", "markers", "io", "atlas"]
+ORDER = ["real", "round2", "register", "pairwise", "resolvers", "speed", "graph", "scale", "fusion", "markers", "io", "atlas"]
 HERE = Path(__file__).parent
 
 
