@@ -516,14 +516,29 @@ def _draw_graph(self):
 RegistrationSummary._draw_graph = _draw_graph
 
 # %% ../nbs/07_summary.ipynb #54f829d5
+def _fused_pair(views, key, t, z, nz):
+    "The two views fused over their common box (`fusion_tools.fused_overlap_image`), as a [0, 1] plane near plane `z` of the fixed crop; None when they do not share a box."
+    from multiview_reg.fusion_tools import fused_overlap_image
+    try: f = fused_overlap_image(views, key, 0, 1, dtype="float32", fill_value=np.nan)
+    except ValueError: return None
+    f = f.isel({d: (t or 0) if d == "t" else 0 for d in f.dims if d in ("t", "c")})
+    a = np.asarray(f.values, float)
+    if a.ndim == 3: a = a[int(round((z or 0) / max(nz - 1, 1) * (a.shape[0] - 1)))]
+    ok = np.isfinite(a)
+    lo, hi = (np.percentile(a[ok], 1), np.percentile(a[ok], 99.5)) if ok.any() else (0.0, 1.0)
+    return _normalise(a, lo, hi)
+
 def _pair(self, u, v, t, z):
-    "Pair images before and after, cached."
+    "Pair images before and after, and the pair fused before and after, cached."
     k = (u, v, t, z)
     if k not in self._cache:
         tt = t if self.nt > 1 else None
         p, r = self.plain[0], self.registered
-        self._cache[k] = (pair_images([p[u], p[v]], self.result.transform_key, t=tt, z=z),
-                          pair_images([r[u], r[v]], _REGISTERED, t=tt, z=z))
+        before = pair_images([p[u], p[v]], self.result.transform_key, t=tt, z=z)
+        after = pair_images([r[u], r[v]], _REGISTERED, t=tt, z=z)
+        before["fused"] = _fused_pair([p[u], p[v]], self.result.transform_key, tt, before["z"], before["nz"])
+        after["fused"] = _fused_pair([r[u], r[v]], _REGISTERED, tt, after["z"], after["nz"])
+        self._cache[k] = (before, after)
     return self._cache[k]
 
 RegistrationSummary._pair = _pair
@@ -540,10 +555,12 @@ def _draw_pair(self):
         self.slice.value = before["z"]
         return  # the observer redraws
     h, w = before["fixed"].shape
-    grid, size = ((1, 4), (8, 5.5)) if h > 1.5 * w else (((4, 1), (7, 7)) if w > 1.5 * h else ((2, 2), (7, 6.4)))
+    grid, size = ((1, 6), (11, 5.5)) if h > 1.5 * w else (((6, 1), (7, 10)) if w > 1.5 * h else ((2, 3), (9.5, 6.4)))
     fig = Figure(figsize=size, layout="constrained")
     axs = fig.subplots(*grid).ravel()
-    panels = [(f"{n}: {k}", p[k]) for n, p in (("before", before), ("after", after)) for k in ("overlay", "checkerboard")]
+    panels = [(f"{n}: {k}", p[k]) for n, p in (("before", before), ("after", after)) for k in ("overlay", "checkerboard", "fused")]
+    for a in axs[len(panels):]: a.set_axis_off()
+    panels = [(title, img) for title, img in panels if img is not None]
     for a, (title, img) in zip(axs, panels):
         a.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest"); a.set_title(title, fontsize=9)
         a.set_axis_off()
