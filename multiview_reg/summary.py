@@ -559,8 +559,8 @@ def _draw_pair(self):
     fig = Figure(figsize=size, layout="constrained")
     axs = fig.subplots(*grid).ravel()
     panels = [(f"{n}: {k}", p[k]) for n, p in (("before", before), ("after", after)) for k in ("overlay", "checkerboard", "fused")]
-    for a in axs[len(panels):]: a.set_axis_off()
     panels = [(title, img) for title, img in panels if img is not None]
+    for a in axs[len(panels):]: a.set_axis_off()
     for a, (title, img) in zip(axs, panels):
         a.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest"); a.set_title(title, fontsize=9)
         a.set_axis_off()
