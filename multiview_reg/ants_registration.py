@@ -58,6 +58,8 @@ def ants_registration(crops:PhysicalCrops, # the contract's arguments as arrays 
     metric = check_choice(canonical_metric(metric), tuple(_ANTS_METRICS), "metric")
     if len(shrink_factors) != len(smoothing_sigmas):
         raise ValueError(f"smoothing_sigmas: expected one per level of shrink_factors ({len(shrink_factors)}), got {len(smoothing_sigmas)}")
+    if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)) or retries < 0:
+        raise ValueError(f"retries: expected a non-negative integer, got {retries!r}")
     if skipped := crops.unregistrable("ants_registration"): return skipped
     f, m, fo, mo, fs, ms, init = crops
     import ants  # optional dependency: pip install multiview_reg[ants]

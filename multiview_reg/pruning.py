@@ -199,6 +199,8 @@ def prune_auto(graph:nx.Graph, # overlap graph
                corner_fraction:float=0.25 # a complete graph is pruned when every dropped overlap is below this fraction of the smallest kept one
               ) -> nx.Graph: # the edges to keep; `.graph['auto']`: the method that ran ('alternating_pattern' or None)
     "Keep every edge of a complete graph of >= 3 views (unless only corner overlaps would go); otherwise prune with `alternating_pattern`."
+    if isinstance(corner_fraction, bool) or not isinstance(corner_fraction, (int, float)) or not 0 <= corner_fraction <= 1:
+        raise ValueError(f"corner_fraction: expected a fraction in [0, 1], got {corner_fraction!r}")
     alt = prune_alternating_pattern(graph)
     alt.graph["auto"] = "alternating_pattern"
     if not _is_complete(graph): return alt
