@@ -22,8 +22,8 @@ from .graph import overlap_region, per_dim_distance
 
 # %% auto #0
 __all__ = ['PAIRWISE_METHODS', 'pairwise_method', 'get_pairwise_method', 'register_pairwise_method', 'OverlapPair',
-           'auto_binning', 'NotEnoughOverlapError', 'extract_overlap_pair', 'PhysicalCrops', 'pairwise_contract',
-           'null_crops', 'register_edge', 'register_pair', 'plot_pair_overlay']
+           'auto_binning', 'NotEnoughOverlapError', 'extract_overlap_pair', 'warn_unregistrable', 'PhysicalCrops',
+           'pairwise_contract', 'null_crops', 'register_edge', 'register_pair', 'plot_pair_overlay']
 
 # %% ../nbs/04_pairwise.ipynb #ce18ae7c
 _PHYSICAL_KWS = ("fixed_origin", "moving_origin", "fixed_spacing", "moving_spacing", "initial_affine")
@@ -176,8 +176,9 @@ def _choose_level(view_f, view_m, binning, res_level, dims):
         if binning is None: return res_level, np.ones(len(dims), int)
         f = _level_factors_of(view_f, res_level, dims)
         if np.any(binning % f):
+            k = int(np.argmax(binning % f != 0))
             raise ValueError(f"registration_binning: {tuple(binning.tolist())} is not a multiple of the factors "
-                             f"{tuple(f.tolist())} of level {res_level}")
+                             f"{tuple(f.tolist())} of level {res_level} ({f[k]} is not a divisor of {binning[k]})")
         return res_level, binning // f
     if binning is None: return None, None
     best = 0
@@ -327,6 +328,13 @@ def _degenerate(a, name):
     if v.min() == v.max(): return f"the {name} overlap is constant ({v.min()})"
     return None
 
+def warn_unregistrable(name:str, # the pairwise function, named in the warning
+                       why:str # what is wrong with the crop (from `_degenerate`)
+                      ):
+    "The warning for a crop that cannot be registered; it starts with multiview-stitcher's words, so its users' filters still match."
+    warnings.warn(f"An overlap region between tiles/views is all zero or constant ({name}: {why}); "
+                  "returning the initial transform with quality 0")
+
 # %% ../nbs/04_pairwise.ipynb #e8706be4
 @dataclass
 class PhysicalCrops:
@@ -348,7 +356,7 @@ class PhysicalCrops:
         "If a crop is empty, all NaN or constant: warn and return the initial transform with quality 0; else None."
         why = _degenerate(self.fixed, "fixed") or _degenerate(self.moving, "moving")
         if not why: return None
-        warnings.warn(f"{name}: {why}; returning the initial transform with quality 0")
+        warn_unregistrable(name, why)
         return {"affine_matrix": self.initial_affine, "quality": 0.0}
 
     def quality_after(self, mat # fixed physical -> moving physical

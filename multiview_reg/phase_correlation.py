@@ -15,7 +15,7 @@ from scipy import ndimage
 from scipy.signal.windows import tukey
 from .spatial import affine_from_translation
 from .metrics import ncc
-from .pairwise import pairwise_method, _vec, _matrix, _degenerate
+from .pairwise import pairwise_method, _vec, _matrix, _degenerate, warn_unregistrable
 
 # %% auto #0
 __all__ = ['phase_correlation_shift', 'phase_correlation']
@@ -321,7 +321,7 @@ def phase_correlation(fixed_data, # fixed crop
                          "extract_overlap_pair / register_edge resample the moving view onto the fixed grid for that")
     why = _degenerate(f, "fixed") or _degenerate(m, "moving")
     if why:
-        warnings.warn(f"phase_correlation: {why}; returning the initial transform with quality 0")
+        warn_unregistrable("phase_correlation", why)
         return {"affine_matrix": init, "quality": 0.0}
     expected = (fo + init[:-1, -1] - mo) / fs  # the stage positions' shift, in crop pixels
     win = None if max_shift is None else _vec(max_shift) / fs
