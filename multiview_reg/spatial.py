@@ -160,18 +160,31 @@ def check_affine(affine, # array-like (ndim+1, ndim+1) matrix or (nt, ndim+1, nd
     except ValueError as e: raise ValueError(f"{where}: {e}") from None
 
 # %% ../nbs/00_spatial.ipynb #2d986083
+_XA_TEMPLATES = {}  # (shape, t coords) -> an empty labelled affine to copy: building coords and indexes costs ~10x a copy
+
+def _labelled_template(shape, t_coords):
+    "A labelled affine of this shape (and time coordinates) whose data is replaced by each caller."
+    key = (shape, None if t_coords is None else (t_coords.dtype.str, t_coords.tobytes()))
+    if key not in _XA_TEMPLATES:
+        labels = list(SPATIAL_DIMS[-(shape[-1] - 1):]) + ["1"]
+        coords = {"x_in": labels, "x_out": labels}
+        if len(shape) == 3: coords["t"] = t_coords
+        if len(_XA_TEMPLATES) > 256: _XA_TEMPLATES.clear()
+        _XA_TEMPLATES[key] = xr.DataArray(np.zeros(shape), dims=("t", "x_in", "x_out")[-len(shape):], coords=coords)
+    return _XA_TEMPLATES[key]
+
 def affine_to_xarray(affine, # (ndim+1, ndim+1) matrix, or (nt, ndim+1, ndim+1) for a time-resolved transform
                      t_coords=None # time coordinates when `affine` is a stack
                     ) -> xr.DataArray:
     "Labelled `(x_in, x_out)` DataArray of a homogeneous matrix (the layout of multiview-stitcher)."
     a = _as_matrix(affine)
-    nd = a.shape[-1] - 1
-    labels = list(SPATIAL_DIMS[-nd:]) + ["1"]
-    coords = {"x_in": labels, "x_out": labels}
-    if a.ndim == 2: return xr.DataArray(a, dims=("x_in", "x_out"), coords=coords)
-    if a.ndim != 3: raise ValueError(f"affine: expected 2 or 3 array dims, got shape {a.shape}")
-    coords["t"] = np.arange(a.shape[0]) if t_coords is None else np.asarray(t_coords)
-    return xr.DataArray(a, dims=("t", "x_in", "x_out"), coords=coords)
+    if a.ndim not in (2, 3): raise ValueError(f"affine: expected 2 or 3 array dims, got shape {a.shape}")
+    tc = None
+    if a.ndim == 3:
+        tc = np.arange(a.shape[0]) if t_coords is None else np.asarray(t_coords)
+        if tc.shape != (a.shape[0],):
+            raise ValueError(f"t_coords: expected {a.shape[0]} time coordinates, got shape {tc.shape}")
+    return _labelled_template(a.shape, tc).copy(deep=False, data=a)
 
 # %% ../nbs/00_spatial.ipynb #9530bd10
 def affine_from_xarray(xaffine:xr.DataArray, # labelled affine with dims (x_in, x_out) [and t]
