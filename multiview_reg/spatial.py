@@ -7,6 +7,7 @@ Docs: https://multiview-reg.github.io/multiview_reg/spatial.html.md"""
 # %% ../nbs/00_spatial.ipynb #e8560422
 from __future__ import annotations
 import numbers
+import weakref
 from dataclasses import dataclass
 import numpy as np
 import xarray as xr
@@ -41,6 +42,12 @@ def to_micrometres(value:float, # a length
     return float(value) * f if f is not None else float(value)
 
 # %% ../nbs/00_spatial.ipynb #e69d0728
+def _det_small(m) -> float:
+    "Determinant of a 2x2 or 3x3 matrix given as nested lists (no numpy call: register checks thousands of them)."
+    if len(m) == 2: return m[0][0] * m[1][1] - m[0][1] * m[1][0]
+    (a, b, c), (d, e, f), (g, h, i) = m
+    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+
 def _as_matrix(affine, ndim=None, name="affine"):
     "Validate a homogeneous affine (array-like or labelled DataArray) and return it as a float ndarray."
     if isinstance(affine, xr.DataArray): affine = affine.transpose(..., "x_in", "x_out").values
@@ -49,13 +56,18 @@ def _as_matrix(affine, ndim=None, name="affine"):
         raise ValueError(f"{name}: expected a homogeneous (3, 3) or (4, 4) affine matrix, got shape {a.shape}")
     if ndim is not None and a.shape[-1] != ndim + 1:
         raise ValueError(f"{name}: expected a ({ndim+1}, {ndim+1}) affine for {ndim} spatial dims, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
+    if not np.isfinite(a.sum()) and not np.all(np.isfinite(a)):  # (one reduction when all is well)
         raise ValueError(f"{name}: the affine contains NaN or infinite values")
     n = a.shape[-1]
-    if not np.all(np.abs(a[..., n - 1, :] - np.eye(n)[n - 1]) <= 1e-9):  # (np.allclose is 10x slower on 3 numbers)
-        raise ValueError(f"{name}: the last row of a homogeneous affine must be [0, ..., 0, 1], got {a[..., n-1, :]}")
-    if np.any(np.abs(np.linalg.det(a[..., :n-1, :n-1])) < 1e-12):
-        raise ValueError(f"{name}: the affine is singular (its linear part has determinant 0)")
+    if a.ndim == 2:  # one matrix: checks on its few numbers in plain Python (numpy's per-call cost dominates)
+        rows = a.tolist()
+        bad_row = any(abs(x - (k == n - 1)) > 1e-9 for k, x in enumerate(rows[-1]))
+        singular = abs(_det_small([r[:-1] for r in rows[:-1]])) < 1e-12
+    else:
+        bad_row = not np.all(np.abs(a[..., n - 1, :] - np.eye(n)[n - 1]) <= 1e-9)
+        singular = np.any(np.abs(np.linalg.det(a[..., :n-1, :n-1])) < 1e-12)
+    if bad_row: raise ValueError(f"{name}: the last row of a homogeneous affine must be [0, ..., 0, 1], got {a[..., n-1, :]}")
+    if singular: raise ValueError(f"{name}: the affine is singular (its linear part has determinant 0)")
     return a
 
 # %% ../nbs/00_spatial.ipynb #6f6eb05c
@@ -207,8 +219,9 @@ def affine_from_xarray(xaffine:xr.DataArray, # labelled affine with dims (x_in, 
     for d in [d for d in dims if d not in ("x_in", "x_out")]:
         a = np.take(a, t if d == "t" else 0, axis=dims.index(d)); dims.remove(d)
     if dims != ["x_in", "x_out"]: a = a.T
-    lin, lout = list(x.get_index("x_in")), list(x.get_index("x_out"))
+    lin, lout = x.get_index("x_in").tolist(), x.get_index("x_out").tolist()
     labels = [l for l in ("z", "y", "x") if l in lin] + ["1"]
+    if lin == labels and lout == labels: return _as_matrix(np.array(a, dtype=float))  # the usual layout: a copy, no reordering
     try: a = a[np.ix_([lin.index(l) for l in labels], [lout.index(l) for l in labels])]
     except ValueError: raise ValueError(f"affine: x_out labels {lout} do not match x_in labels {lin}") from None
     return _as_matrix(a)
@@ -332,9 +345,17 @@ def multiscale_levels(msim) -> list:
 
 # %% ../nbs/00_spatial.ipynb #30539db7
 _CHECKED_COORDS = {}  # id -> coordinate index that passed `_check_view_array` (kept alive, so ids are not reused)
+_CHECKED_VIEWS = {}  # id -> (weak reference, dims, dtype, coordinate indexes) of a view that passed
+
+def _passed_before(v) -> bool:
+    "True if this very DataArray passed the checks and still has the same dims, dtype and coordinate indexes."
+    hit = _CHECKED_VIEWS.get(id(v))
+    return (hit is not None and hit[0]() is v and hit[1] == v.dims and hit[2] == v.dtype
+            and all(v.get_index(d) is idx for d, idx in hit[3]))
 
 def _check_view_array(v):
     "Cheap checks (metadata only, no data read) that a DataArray follows the data model; raise naming what is wrong."
+    if _passed_before(v): return  # register asks dozens of times per pair; the answer cannot have changed
     _check_dims(v.dims, name="view dims")
     if np.issubdtype(v.dtype, np.complexfloating) or not (np.issubdtype(v.dtype, np.number) or v.dtype == bool):
         raise TypeError(f"view: dtype {v.dtype} is not supported; expected real numbers or bool "
@@ -353,6 +374,8 @@ def _check_view_array(v):
                                  f"got steps {np.unique(step)[:3]}; pixels are placed by coord = origin + spacing * index")
         if len(_CHECKED_COORDS) > 4096: _CHECKED_COORDS.clear()
         _CHECKED_COORDS[id(idx)] = idx
+    if len(_CHECKED_VIEWS) > 4096: _CHECKED_VIEWS.clear()
+    _CHECKED_VIEWS[id(v)] = (weakref.ref(v), v.dims, v.dtype, tuple((d, v.get_index(d)) for d in SPATIAL_DIMS if d in v.dims))
 
 # %% ../nbs/00_spatial.ipynb #fe045089
 def _spacing_1d(v, d, ref=None):
@@ -393,10 +416,11 @@ def as_view(obj, # a view or a multiscale view
     return v
 
 # %% ../nbs/00_spatial.ipynb #53c8ade1
+def _sdims(v) -> tuple: return tuple(d for d in SPATIAL_DIMS if d in v.dims)  # of a view already checked by as_view
+
 def get_spatial_dims(view) -> tuple:
     "Spatial dims of a view, e.g. `('z', 'y', 'x')`."
-    v = as_view(view)
-    return tuple(d for d in SPATIAL_DIMS if d in v.dims)
+    return _sdims(as_view(view))
 
 # %% ../nbs/00_spatial.ipynb #c313fd42
 def get_ndim(view) -> int:
@@ -409,19 +433,19 @@ def _out(d, asarray): return np.array(list(d.values()), dtype=float) if asarray 
 def get_spacing(view, asarray:bool=False):
     "Physical pixel size per spatial dim."
     v = as_view(view)
-    return _out({d: _spacing_1d(v, d) for d in get_spatial_dims(v)}, asarray)
+    return _out({d: _spacing_1d(v, d) for d in _sdims(v)}, asarray)
 
 # %% ../nbs/00_spatial.ipynb #cc6e0b8c
 def get_origin(view, asarray:bool=False):
     "Physical coordinate of the first pixel's centre per spatial dim."
     v = as_view(view)
-    return _out({d: float(v.get_index(d)[0]) for d in get_spatial_dims(v)}, asarray)
+    return _out({d: float(v.get_index(d)[0]) for d in _sdims(v)}, asarray)
 
 # %% ../nbs/00_spatial.ipynb #57e5c971
 def get_shape(view, asarray:bool=False):
     "Number of pixels per spatial dim."
     v = as_view(view)
-    d = {d: int(v.sizes[d]) for d in get_spatial_dims(v)}
+    d = {d: int(v.sizes[d]) for d in _sdims(v)}
     return np.array(list(d.values()), dtype=int) if asarray else d
 
 # %% ../nbs/00_spatial.ipynb #9ea21de4
