@@ -19,6 +19,8 @@ ROWS = [  # (row label, script, args ours, args peer or None)
     ("3D 3x3 of 64x256x256 anisotropic, phase correlation", "bench_register.py", ["--run", "ours", "3d_3x3_64x256x256"],
      ["--run", "peer", "3d_3x3_64x256x256"]),
     ("3D 2x2 rotated <= 2 deg, elastix rigid", "bench_speed.py", ["--run", "rot_elastix", "ours"], ["--run", "rot_elastix", "peer"]),
+    ("same, itk-elastix loaded before the call", "bench_speed.py", ["--run", "rot_elastix_warm", "ours"],
+     ["--run", "rot_elastix_warm", "peer"]),
     ("same, SimpleITK rigid", "bench_speed.py", ["--run", "rot_sitk", "ours"], None),
     ("1,600 views, trivial pairwise function", "bench_overhead.py", ["--grid", "40", "--json"], None),
     ("rigid resolution, 10,000 views", "bench_speed.py", ["--run", "resolve_10k", "ours"], None),

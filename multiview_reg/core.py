@@ -6,12 +6,12 @@ Docs: https://multiview-reg.github.io/multiview_reg/core.html.md"""
 
 # %% ../nbs/00a_core.ipynb #02a99428
 from __future__ import annotations
-import importlib, inspect, os, tempfile, threading
+import importlib, inspect, os, sys, tempfile, threading
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['METRICS', 'TRANSFORM_TYPES', 'Registry', 'check_kwargs', 'check_choice', 'canonical_metric',
-           'canonical_transform_types', 'load_itk', 'atomic_write']
+           'canonical_transform_types', 'load_itk', 'distributed_client', 'atomic_write']
 
 # %% ../nbs/00a_core.ipynb #a5ae3eb6
 class Registry:
@@ -150,6 +150,15 @@ def load_itk():
         for name in _ITK_NAMES:
             getattr(itk, name, None)
     return itk
+
+# %% ../nbs/00a_core.ipynb #b93b4db5
+def distributed_client():
+    "The `distributed` client that dask would use now, or None (without importing `distributed` if nothing did)."
+    if "distributed" not in sys.modules: return None
+    try:
+        from distributed import get_client
+        return get_client()
+    except (ImportError, ValueError): return None
 
 # %% ../nbs/00a_core.ipynb #891c19fa
 def atomic_write(path, # the file to write

@@ -17,7 +17,7 @@ import dask.array as da
 from dask.highlevelgraph import HighLevelGraph
 from scipy import ndimage
 from tqdm.auto import tqdm
-from .core import Registry, check_kwargs, check_choice
+from .core import Registry, check_kwargs, check_choice, distributed_client
 from .spatial import *
 from .spatial import _per_dim
 import warnings
@@ -515,10 +515,9 @@ def _write_block(data, zpath, region, marker, on_block=None):
 
 def _n_workers():
     "(threads that compute dask tasks, True under a distributed client)."
-    try:
-        from distributed import default_client
-        return max(1, sum(default_client().nthreads().values())), True
-    except (ImportError, ValueError): return int(dask.config.get("num_workers", None) or __import__("os").cpu_count() or 1), False
+    c = distributed_client()
+    if c is not None: return max(1, sum(c.nthreads().values())), True
+    return int(dask.config.get("num_workers", None) or __import__("os").cpu_count() or 1), False
 
 def _write_level(src, zpath, mdir, budget, task_bytes, progress, desc, on_block):
     "Compute and write every chunk of `src` not yet marked done, in batches that fit the memory budget."

@@ -13,6 +13,7 @@ from .spatial import *
 from .graph import build_overlap_graph, overlap_region
 from .pruning import prune
 from .pairwise import _margin
+from .core import distributed_client
 
 # %% auto #0
 __all__ = ['BYTES_PER_CROP_PIXEL', 'parse_memory', 'overlap_read_boxes', 'chunks_touched', 'pairwise_task_memory', 'MemoryPlan',
@@ -138,10 +139,8 @@ class MemoryPlan(dict):
 # %% ../nbs/13_scale.ipynb #09b41ea1
 def _active_threads():
     "Total threads of the active distributed client, or None."
-    try:
-        from distributed import get_client
-        c = get_client()
-    except (ImportError, ValueError): return None
+    c = distributed_client()
+    if c is None: return None
     return sum(w.get("nthreads", 1) for w in c.scheduler_info()["workers"].values()) or None
 
 def _binning_for(shapes, max_pixels):
