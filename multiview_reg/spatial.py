@@ -14,13 +14,21 @@ import xarray as xr
 import dask.array as da
 
 # %% auto #0
-__all__ = ['SPATIAL_DIMS', 'ALL_DIMS', 'DEFAULT_TRANSFORM_KEY', 'POINT_TRANSFORMS', 'to_micrometres', 'affine_from_translation',
-           'affine_from_linear', 'affine_from_scaling', 'affine_from_rotation', 'compose_affines', 'invert_affine',
-           'apply_affine', 'check_affine', 'affine_to_xarray', 'affine_from_xarray', 'fit_point_transform',
-           'view_from_array', 'is_multiscale', 'multiscale_levels', 'as_view', 'get_spatial_dims', 'get_ndim',
-           'get_spacing', 'get_origin', 'get_shape', 'get_transform_keys', 'get_affine', 'set_affine', 'check_views',
-           'box_corners', 'view_extent', 'view_corners', 'OrientedBox', 'view_obb', 'view_center', 'index_range',
-           'build_pyramid', 'set_points', 'get_point_keys', 'get_points', 'points_in_box']
+__all__ = ['SPATIAL_DIMS', 'ALL_DIMS', 'DEFAULT_TRANSFORM_KEY', 'to_micrometres', 'view_from_array', 'is_multiscale',
+           'multiscale_levels', 'as_view', 'get_spatial_dims', 'get_ndim', 'get_spacing', 'get_origin', 'get_shape',
+           'get_transform_keys', 'get_affine', 'set_affine', 'check_views', 'box_corners', 'view_extent',
+           'view_corners', 'OrientedBox', 'view_obb', 'view_center', 'index_range', 'build_pyramid', 'set_points',
+           'get_point_keys', 'get_points', 'points_in_box', 'affine_from_translation', 'affine_from_linear',
+           'affine_from_scaling', 'affine_from_rotation', 'compose_affines', 'invert_affine', 'apply_affine',
+           'check_affine', 'affine_to_xarray', 'affine_from_xarray', 'POINT_TRANSFORMS', 'fit_point_transform']
+
+# %% ../nbs/00_spatial.ipynb #d4a466a8
+from .affine import *
+from .affine import _as_matrix
+_all_ = [  # offered here too, as before the affine algebra moved to its own module
+    "affine_from_translation", "affine_from_linear", "affine_from_scaling", "affine_from_rotation",
+    "compose_affines", "invert_affine", "apply_affine", "check_affine", "affine_to_xarray",
+    "affine_from_xarray", "POINT_TRANSFORMS", "fit_point_transform"]
 
 # %% ../nbs/00_spatial.ipynb #bc2bf52d
 SPATIAL_DIMS = ("z", "y", "x")  # spatial dims, in the order every array and matrix uses
@@ -40,219 +48,6 @@ def to_micrometres(value:float, # a length
     if unit is None: return float(value)
     f = _UM_PER_UNIT.get(str(unit).strip().lower().replace("\u03bc", "µ"))
     return float(value) * f if f is not None else float(value)
-
-# %% ../nbs/00_spatial.ipynb #e69d0728
-def _det_small(m) -> float:
-    "Determinant of a 2x2 or 3x3 matrix given as nested lists (no numpy call: register checks thousands of them)."
-    if len(m) == 2: return m[0][0] * m[1][1] - m[0][1] * m[1][0]
-    (a, b, c), (d, e, f), (g, h, i) = m
-    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
-
-def _as_matrix(affine, ndim=None, name="affine"):
-    "Validate a homogeneous affine (array-like or labelled DataArray) and return it as a float ndarray."
-    if isinstance(affine, xr.DataArray): affine = affine.transpose(..., "x_in", "x_out").values
-    a = np.asarray(affine, dtype=float)
-    if a.ndim < 2 or a.shape[-1] != a.shape[-2] or a.shape[-1] not in (3, 4):
-        raise ValueError(f"{name}: expected a homogeneous (3, 3) or (4, 4) affine matrix, got shape {a.shape}")
-    if ndim is not None and a.shape[-1] != ndim + 1:
-        raise ValueError(f"{name}: expected a ({ndim+1}, {ndim+1}) affine for {ndim} spatial dims, got shape {a.shape}")
-    if not np.isfinite(a.sum()) and not np.all(np.isfinite(a)):  # (one reduction when all is well)
-        raise ValueError(f"{name}: the affine contains NaN or infinite values")
-    n = a.shape[-1]
-    if a.ndim == 2:  # one matrix: checks on its few numbers in plain Python (numpy's per-call cost dominates)
-        rows = a.tolist()
-        bad_row = any(abs(x - (k == n - 1)) > 1e-9 for k, x in enumerate(rows[-1]))
-        singular = abs(_det_small([r[:-1] for r in rows[:-1]])) < 1e-12
-    else:
-        bad_row = not np.all(np.abs(a[..., n - 1, :] - np.eye(n)[n - 1]) <= 1e-9)
-        singular = np.any(np.abs(np.linalg.det(a[..., :n-1, :n-1])) < 1e-12)
-    if bad_row: raise ValueError(f"{name}: the last row of a homogeneous affine must be [0, ..., 0, 1], got {a[..., n-1, :]}")
-    if singular: raise ValueError(f"{name}: the affine is singular (its linear part has determinant 0)")
-    return a
-
-# %% ../nbs/00_spatial.ipynb #6f6eb05c
-def affine_from_translation(translation # shift in physical units, (ndim,) in (z, y, x) order
-                           ) -> np.ndarray: # (ndim+1, ndim+1) homogeneous matrix
-    "Homogeneous matrix of a translation."
-    t = np.asarray(translation, dtype=float).ravel()
-    a = np.eye(len(t) + 1)
-    a[:-1, -1] = t
-    return a
-
-# %% ../nbs/00_spatial.ipynb #f067c00b
-def affine_from_linear(linear, # (ndim, ndim) linear part
-                       translation=None # (ndim,) translation, default zero
-                      ) -> np.ndarray: # (ndim+1, ndim+1) homogeneous matrix
-    "Homogeneous matrix from a linear part and a translation."
-    m = np.asarray(linear, dtype=float)
-    a = np.eye(m.shape[0] + 1)
-    a[:-1, :-1] = m
-    if translation is not None: a[:-1, -1] = np.asarray(translation, dtype=float)
-    return a
-
-# %% ../nbs/00_spatial.ipynb #347821bb
-def affine_from_scaling(scale # per-dim scale factors, (ndim,) in (z, y, x) order
-                       ) -> np.ndarray: # (ndim+1, ndim+1) homogeneous matrix
-    "Homogeneous matrix of an axis-aligned scaling."
-    return affine_from_linear(np.diag(np.asarray(scale, dtype=float).ravel()))
-
-# %% ../nbs/00_spatial.ipynb #37e7bf0f
-def _axis_angle_xyz(axis_xyz, angle):
-    "Rodrigues' rotation matrix in (x, y, z) order."
-    k = np.asarray(axis_xyz, float); k = k / np.linalg.norm(k)
-    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
-
-def affine_from_rotation(angle:float=None, # rotation angle in radians (2D, or 3D with `axis`)
-                         axis=None, # 3D rotation axis, (3,) in (z, y, x) order
-                         euler=None, # 3D alternative: angles (rad) about z, then y, then x (extrinsic)
-                         center=None, # physical point kept fixed, (ndim,) in (z, y, x) order; default origin
-                         ndim:int=None # 2 or 3; inferred from `axis`/`euler`/`center` when omitted
-                        ) -> np.ndarray: # (ndim+1, ndim+1) homogeneous matrix
-    "Homogeneous matrix of a rotation (2D angle, 3D axis-angle or Euler angles)."
-    if ndim is None:
-        ndim = 3 if (axis is not None or euler is not None) else (len(center) if center is not None else 2)
-    if ndim == 2:
-        if angle is None: raise ValueError("angle: a 2D rotation needs an angle in radians")
-        c, s = np.cos(angle), np.sin(angle)
-        lin = np.array([[c, s], [-s, c]])  # (y, x) order: x towards y for positive angle
-    elif ndim == 3:
-        if euler is not None:
-            ez, ey, ex = euler
-            r = _axis_angle_xyz([1, 0, 0], ex) @ _axis_angle_xyz([0, 1, 0], ey) @ _axis_angle_xyz([0, 0, 1], ez)
-        elif axis is not None and angle is not None:
-            r = _axis_angle_xyz(np.asarray(axis, float)[::-1], angle)
-        else:
-            raise ValueError("axis/angle/euler: a 3D rotation needs `axis` and `angle`, or `euler`")
-        lin = r[::-1, ::-1]  # (x, y, z) -> (z, y, x) order
-    else:
-        raise ValueError(f"ndim: expected 2 or 3, got {ndim}")
-    a = affine_from_linear(lin)
-    if center is not None:
-        c = np.asarray(center, float)
-        a = affine_from_translation(c) @ a @ affine_from_translation(-c)
-    return a
-
-# %% ../nbs/00_spatial.ipynb #69d85320
-def compose_affines(*affines) -> np.ndarray:
-    "Compose homogeneous matrices: `compose_affines(a, b, c) == a @ b @ c` (apply `c` first)."
-    if not affines: raise ValueError("affines: give at least one matrix")
-    out = _as_matrix(affines[0])
-    for a in affines[1:]: out = out @ _as_matrix(a)
-    return out
-
-# %% ../nbs/00_spatial.ipynb #53e48dc0
-def invert_affine(affine) -> np.ndarray:
-    "Inverse of a homogeneous matrix (or of a stack of them)."
-    return np.linalg.inv(_as_matrix(affine))
-
-# %% ../nbs/00_spatial.ipynb #97320b23
-def apply_affine(affine, # (ndim+1, ndim+1) homogeneous matrix or labelled DataArray
-                 points # (n, ndim) or (ndim,) points in (z, y, x) order
-                ) -> np.ndarray: # transformed points, same shape as `points`
-    "Map points through an affine."
-    a = _as_matrix(affine)
-    p = np.asarray(points, dtype=float)
-    if p.shape[-1] != a.shape[-1] - 1:
-        raise ValueError(f"points: expected coordinates of length {a.shape[-1]-1}, got shape {p.shape}")
-    return p @ a[:-1, :-1].T + a[:-1, -1]
-
-# %% ../nbs/00_spatial.ipynb #43942991
-def check_affine(affine, # array-like (ndim+1, ndim+1) matrix or (nt, ndim+1, ndim+1) stack
-                 ndim:int=None, # expected number of spatial dims; None: any
-                 where:str="affine" # what to name in the error, e.g. "transforms.json entry 2 ('tile_002')"
-                ) -> np.ndarray: # the validated float matrix (or stack)
-    "A validated homogeneous affine (or time stack) from untrusted input; errors name `where`."
-    try: a = np.asarray(affine, dtype=float)
-    except (TypeError, ValueError): raise ValueError(f"{where}: the affine is not a numeric matrix") from None
-    if ndim is not None and (a.ndim not in (2, 3) or a.shape[-2:] != (ndim + 1, ndim + 1)):
-        raise ValueError(f"{where}: expected a ({ndim+1}, {ndim+1}) affine for ndim={ndim}, got shape {a.shape}")
-    if not np.all(np.isfinite(a)): raise ValueError(f"{where}: the affine contains NaN or infinite values")
-    try: return _as_matrix(a)
-    except ValueError as e: raise ValueError(f"{where}: {e}") from None
-
-# %% ../nbs/00_spatial.ipynb #2d986083
-_XA_TEMPLATES = {}  # (shape, t coords) -> an empty labelled affine to copy: building coords and indexes costs ~10x a copy
-
-def _labelled_template(shape, t_coords):
-    "A labelled affine of this shape (and time coordinates) whose data is replaced by each caller."
-    key = (shape, None if t_coords is None else (t_coords.dtype.str, t_coords.tobytes()))
-    if key not in _XA_TEMPLATES:
-        labels = list(SPATIAL_DIMS[-(shape[-1] - 1):]) + ["1"]
-        coords = {"x_in": labels, "x_out": labels}
-        if len(shape) == 3: coords["t"] = t_coords
-        if len(_XA_TEMPLATES) > 256: _XA_TEMPLATES.clear()
-        _XA_TEMPLATES[key] = xr.DataArray(np.zeros(shape), dims=("t", "x_in", "x_out")[-len(shape):], coords=coords)
-    return _XA_TEMPLATES[key]
-
-def affine_to_xarray(affine, # (ndim+1, ndim+1) matrix, or (nt, ndim+1, ndim+1) for a time-resolved transform
-                     t_coords=None # time coordinates when `affine` is a stack
-                    ) -> xr.DataArray:
-    "Labelled `(x_in, x_out)` DataArray of a homogeneous matrix (the layout of multiview-stitcher)."
-    a = _as_matrix(affine)
-    if a.ndim not in (2, 3): raise ValueError(f"affine: expected 2 or 3 array dims, got shape {a.shape}")
-    tc = None
-    if a.ndim == 3:
-        tc = np.arange(a.shape[0]) if t_coords is None else np.asarray(t_coords)
-        if tc.shape != (a.shape[0],):
-            raise ValueError(f"t_coords: expected {a.shape[0]} time coordinates, got shape {tc.shape}")
-    return _labelled_template(a.shape, tc).copy(deep=False, data=a)
-
-# %% ../nbs/00_spatial.ipynb #9530bd10
-def affine_from_xarray(xaffine:xr.DataArray, # labelled affine with dims (x_in, x_out) [and t]
-                       t:int=None # time index for a time-resolved transform
-                      ) -> np.ndarray: # (ndim+1, ndim+1) matrix
-    "Plain homogeneous matrix from a labelled affine, selecting time index `t` where it has a `t` dim."
-    x = xaffine
-    if not isinstance(x, xr.DataArray) or not {"x_in", "x_out"} <= set(x.dims) or "x_in" not in x.coords:
-        raise TypeError("affine: expected a labelled xarray.DataArray with dims ('x_in', 'x_out') and coords "
-                        f"['z', 'y', 'x', '1'] (make it with affine_to_xarray), got {type(x).__name__}"
-                        + (f" with dims {x.dims}" if isinstance(x, xr.DataArray) else ""))
-    if "t" in x.dims:
-        if t is None:
-            if x.sizes["t"] != 1:
-                raise ValueError(f"t: the transform has {x.sizes['t']} time points; choose one with t=<index>")
-            t = 0
-        if not 0 <= t < x.sizes["t"]: raise ValueError(f"t: index {t} out of range for {x.sizes['t']} time points")
-    # plain numpy indexing (label lookups through xarray cost milliseconds, and register reads thousands of affines)
-    a, dims = np.asarray(x.values), list(x.dims)
-    for d in [d for d in dims if d not in ("x_in", "x_out")]:
-        a = np.take(a, t if d == "t" else 0, axis=dims.index(d)); dims.remove(d)
-    if dims != ["x_in", "x_out"]: a = a.T
-    lin, lout = x.get_index("x_in").tolist(), x.get_index("x_out").tolist()
-    labels = [l for l in ("z", "y", "x") if l in lin] + ["1"]
-    if lin == labels and lout == labels: return _as_matrix(np.array(a, dtype=float))  # the usual layout: a copy, no reordering
-    try: a = a[np.ix_([lin.index(l) for l in labels], [lout.index(l) for l in labels])]
-    except ValueError: raise ValueError(f"affine: x_out labels {lout} do not match x_in labels {lin}") from None
-    return _as_matrix(a)
-
-# %% ../nbs/00_spatial.ipynb #297d5155
-POINT_TRANSFORMS = ("none", "translation", "rigid", "similarity", "affine")  # the models fit_point_transform fits
-
-def fit_point_transform(src, # (n, ndim) points
-                        dst, # (n, ndim) corresponding points
-                        transform:str="rigid", # one of POINT_TRANSFORMS; 'none' is the identity
-                        allowed=POINT_TRANSFORMS, # the models the caller accepts (listed in the error)
-                        arg:str="transform" # the caller's argument name, for the error
-                       ) -> np.ndarray: # (ndim+1, ndim+1) matrix mapping src onto dst
-    "Least-squares transform of one type mapping `src` onto `dst` (Umeyama 1991, doi:10.1109/34.88573)."
-    if transform not in allowed or transform not in POINT_TRANSFORMS:
-        raise ValueError(f"{arg}: expected one of {tuple(allowed)}, got {transform!r}")
-    src, dst = np.asarray(src, float), np.asarray(dst, float)
-    if src.ndim != 2 or src.shape != dst.shape:
-        raise ValueError(f"src, dst: expected two (n, ndim) arrays of the same shape, got {src.shape} and {dst.shape}")
-    nd = src.shape[1]
-    if transform == "none": return np.eye(nd + 1)
-    ms, md = src.mean(0), dst.mean(0)
-    if transform == "translation": return affine_from_translation(md - ms)
-    if transform == "affine":
-        sol = np.linalg.lstsq(np.c_[src - ms, np.ones(len(src))], dst - md, rcond=None)[0]
-        return affine_from_linear(sol[:nd].T, md + sol[nd] - sol[:nd].T @ ms)
-    u, sv, vt = np.linalg.svd((dst - md).T @ (src - ms))  # cross-covariance: rotation U D V^T
-    d = np.ones(nd); d[-1] = np.sign(np.linalg.det(u @ vt)) or 1.0  # D flips the last axis of a reflection
-    r = u @ np.diag(d) @ vt
-    c = (sv @ d) / np.sum((src - ms) ** 2) if transform == "similarity" else 1.0
-    return affine_from_linear(c * r, md - c * r @ ms)
 
 # %% ../nbs/00_spatial.ipynb #c22549dc
 def _check_dims(dims, ndim=None, name="dims"):
