@@ -6,7 +6,6 @@ Docs: https://multiview-reg.github.io/multiview_reg/phase_correlation.html.md"""
 
 # %% ../nbs/04a_phase_correlation.ipynb #4b45609e
 from __future__ import annotations
-import warnings
 from contextlib import nullcontext
 from functools import lru_cache
 import numpy as np
