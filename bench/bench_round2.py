@@ -2,7 +2,9 @@
 the case, each (case, tool) in a fresh subprocess, `--repeats` times; the median wall and CPU time are reported and
 the speed-up is the ratio of medians measured in this run.
 
-Run by hand:  python bench/bench_round2.py [--repeats 3] [--out bench/RESULTS_round2.md]
+Run by hand:  python bench/bench_round2.py [--repeats 3] [--out bench/RESULTS_round2.md] [--rows 0 1]
+(--rows: only these rows of ROWS, by index, e.g. `--rows 0 1 --out bench/RESULTS_round2_pc.md` for the two
+phase-correlation rows)
 
 Cases (each delegates to the bench script that documents it):
 - 2D 4x4 of 512^2 and 3D 3x3 of 64x256x256 (spacing 2, .5, .5), phase correlation: `bench_register.py --run`;
@@ -45,12 +47,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(HERE / "RESULTS_round2.md"))
+    ap.add_argument("--rows", type=int, nargs="*", default=None, help="only these rows (indices into ROWS)")
     a = ap.parse_args()
+    rows = ROWS if a.rows is None else [ROWS[i] for i in a.rows]
     load0, t0 = os.getloadavg(), time.time()
     table = ["| case | ours wall / CPU s (median) | peer wall / CPU s (median) | speed-up wall (CPU) | ours error | peer error |",
              "|---|---|---|---|---|---|"]
     raw = []
-    for label, script, ours, peer in ROWS:
+    for label, script, ours, peer in rows:
         res = {"ours": [run(script, ours) for _ in range(a.repeats)]}
         if peer: res["peer"] = [run(script, peer) for _ in range(a.repeats)]
         raw.append({"case": label, **res})
@@ -66,7 +70,7 @@ def main():
         print(table[-1], flush=True)
     load1 = os.getloadavg()
     head = [f"# Issue 20, every row side by side in one run", "",
-            f"`python bench/bench_round2.py --repeats {a.repeats}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t0))}, "
+            f"`python bench/bench_round2.py --repeats {a.repeats}" + (f" --rows {' '.join(map(str, a.rows))}" if a.rows is not None else "") + "`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t0))}, "
             f"{os.cpu_count()} cores; load average {load0[0]:.1f} at start, {load1[0]:.1f} at end (a shared machine: wall "
             "times move with the load, ratios and CPU times less). Each (case, tool) in a fresh subprocess; medians of "
             f"{a.repeats}; errors of the first successful run (corner error against the truth, rigid gauge; for the "

@@ -7,11 +7,14 @@ Docs: https://multiview-reg.github.io/multiview_reg/core.html.md"""
 # %% ../nbs/00a_core.ipynb #02a99428
 from __future__ import annotations
 import importlib, inspect, os, sys, tempfile, threading
+from contextlib import contextmanager
+from numbers import Integral
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['METRICS', 'TRANSFORM_TYPES', 'Registry', 'check_kwargs', 'check_choice', 'canonical_metric',
-           'canonical_transform_types', 'load_itk', 'distributed_client', 'atomic_write']
+           'canonical_transform_types', 'load_itk', 'distributed_client', 'pair_threads', 'using_pair_threads',
+           'side_by_side', 'atomic_write']
 
 # %% ../nbs/00a_core.ipynb #a5ae3eb6
 class Registry:
@@ -159,6 +162,31 @@ def distributed_client():
         from distributed import get_client
         return get_client()
     except (ImportError, ValueError): return None
+
+# %% ../nbs/00a_core.ipynb #e7611faf
+_PAIR = threading.local()
+
+def pair_threads() -> int:
+    "How many threads the pairwise registration running in this thread may use (1 unless `using_pair_threads` says more)."
+    return getattr(_PAIR, "n", 1)
+
+@contextmanager
+def using_pair_threads(n:int # threads the pairwise registration run in this block may use (>= 1)
+                      ):
+    "Let the pairwise registration run in this thread, inside the block, use `n` threads."
+    if not isinstance(n, Integral) or isinstance(n, bool) or n < 1: raise ValueError(f"n: expected a positive integer, got {n!r}")
+    old, _PAIR.n = pair_threads(), int(n)
+    try: yield
+    finally: _PAIR.n = old
+
+# %% ../nbs/00a_core.ipynb #4002dbe7
+def side_by_side(funcs:list # functions of no argument
+                ) -> list: # their results, in order
+    "Call every function, in up to `pair_threads()` threads (one after another when that is 1)."
+    n = min(pair_threads(), len(funcs))
+    if n <= 1: return [f() for f in funcs]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(n) as ex: return list(ex.map(lambda f: f(), funcs))
 
 # %% ../nbs/00a_core.ipynb #891c19fa
 def atomic_write(path, # the file to write

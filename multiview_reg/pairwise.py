@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 from .spatial import *
-from .core import Registry, check_kwargs
+from .core import Registry, check_kwargs, side_by_side
 from .metrics import ncc
 from .graph import overlap_region, per_dim_distance
 
@@ -449,13 +449,13 @@ def null_crops(fixed, # fixed overlap crop (array, NaN = no data)
     subsets = sorted(range(1, 2 ** a.ndim), key=lambda m: (-bin(m).count("1"), m))[:max(0, int(n))]
     return [np.ascontiguousarray(np.flip(a, axis=tuple(d for d in range(a.ndim) if m >> d & 1))) for m in subsets]
 
-def _null_qualities(func, op, kw, n):
-    "The pairwise function's quality on `n` mirrored versions of the fixed crop (crops that do not correspond)."
+def _null_jobs(func, op, kw, n):
+    "Functions giving the pairwise function's quality on `n` mirrored versions of the fixed crop (crops that do not correspond)."
     from dataclasses import replace
     # no warnings.catch_warnings here: it is not thread-safe, and this runs in dask threads. A mirrored crop is
     # degenerate exactly when the crop is, and then there is nothing to calibrate.
     if _degenerate(np.asarray(op.fixed_data, float), "fixed"): return []
-    return [_call_pairwise(func, replace(op, fixed_data=crop), kw)[1] for crop in null_crops(op.fixed_data, n)]
+    return [lambda crop=crop: _call_pairwise(func, replace(op, fixed_data=crop), kw)[1] for crop in null_crops(op.fixed_data, n)]
 
 # %% ../nbs/04_pairwise.ipynb #0f2f0db0
 def register_edge(views:list, # the views (DataArrays or multiscale views)
@@ -489,7 +489,9 @@ def register_edge(views:list, # the views (DataArrays or multiscale views)
     search = np.maximum(_margin(max_shift, op.dims), _margin(overlap_tolerance, op.dims, "overlap_tolerance"))
     if search.any() and "max_shift" in _parameters(func) and "max_shift" not in kw:
         kw["max_shift"] = search  # functions that search are told how far (the search range or the overlap tolerance)
-    m_crop, quality, extra = _call_pairwise(func, op, kw)
+    # the registration and its null samples: side by side when this pair may use several threads (`core.pair_threads`)
+    (m_crop, quality, extra), *nulls = side_by_side([lambda: _call_pairwise(func, op, kw)] +
+                                                    (_null_jobs(func, op, kw, null_samples) if null_samples else []))
     m_view = op.moving_to_view @ m_crop  # fixed physical -> moving physical
     tf, tm, reg = op.fixed_transform, op.moving_transform, op.region
     p = tf @ invert_affine(m_view) @ invert_affine(tm)
@@ -501,7 +503,7 @@ def register_edge(views:list, # the views (DataArrays or multiscale views)
            "shift_px": shift_px, "binning": op.binning, "res_level": op.res_level, "resampled": op.resampled,
            "overlap_shape": tuple(op.fixed_data.shape)}
     out.update({k: val for k, val in extra.items() if k not in out})
-    if null_samples: out["null_qualities"] = _null_qualities(func, op, kw, null_samples)
+    if null_samples: out["null_qualities"] = nulls
     return out
 
 # %% ../nbs/04_pairwise.ipynb #422f5642

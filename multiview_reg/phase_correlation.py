@@ -14,6 +14,7 @@ from scipy import ndimage
 from .spatial import affine_from_translation
 from .metrics import ncc
 from .pairwise import pairwise_method, _vec, _matrix, _degenerate, warn_unregistrable
+from .core import pair_threads, side_by_side
 
 # %% auto #0
 __all__ = ['phase_correlation_shift', 'phase_correlation']
@@ -235,9 +236,11 @@ def _ncc_after_shift(a, b2, mask, sub):
 # %% ../nbs/04a_phase_correlation.ipynb #3dc781ab
 def _best_refined(f, m, mf, mm, close, up, window_alpha, n_refine):
     "(shift, NCC) of the candidate best after refinement; one within 1.5 px of a refined shift is skipped: the sub-pixel search around it (+-1.5 px) finds that same optimum."
-    done = []
-    for c in close:
-        if not any(np.all(np.abs(c[1] - s) <= 1.5) for s, _ in done): done.append(_refined(f, m, mf, mm, c, up, window_alpha, n_refine))
+    run = lambda c: _refined(f, m, mf, mm, c, up, window_alpha, n_refine)
+    ahead = side_by_side([lambda c=c: run(c) for c in close]) if pair_threads() > 1 and len(close) > 1 else None
+    done = []  # with threads, every candidate was refined ahead; the same ones are kept as one after another would keep
+    for k, c in enumerate(close):
+        if not any(np.all(np.abs(c[1] - s) <= 1.5) for s, _ in done): done.append(ahead[k] if ahead else run(c))
     return max(done, key=lambda r: r[1])
 
 def _refined(f, m, mf, mm, cand, up, window_alpha, n_refine):
@@ -266,7 +269,8 @@ def phase_correlation_shift(fixed, # fixed crop (array, NaN = no data)
     up = upsample_factor or (100 if f.ndim == 2 else 50)
     mf, mm = np.isfinite(f), np.isfinite(m)
     window = _search_window(expected_shift, max_shift_px, f.ndim)
-    # the small matrix products below are slower with threaded BLAS on a busy machine; pairs run in parallel anyway
+    # the small matrix products below are slower with threaded BLAS on a busy machine; pairs (or, when `register` runs
+    # pairs one at a time, a pair's candidates: `core.pair_threads`) run in parallel anyway
     with _single_threaded_blas():
         cands = _integer_candidates(f, m, mf, mm, *_peak_candidates(f, m, mf, mm, window_alpha, n_peaks, window),
                                     min_overlap, window)

@@ -24,7 +24,7 @@ from .graph import build_overlap_graph, plot_overlap_graph
 from .pruning import prune, PRUNING_METHODS
 from .pairwise import register_edge, get_pairwise_method, _affine_at, _check_func_kwargs
 from .resolvers import resolve, RESOLVERS
-from .core import check_kwargs, atomic_write, distributed_client
+from .core import check_kwargs, atomic_write, distributed_client, using_pair_threads
 from .scale import plan_registration
 from .links import assess_links, default_max_shift, place_by_stage_model
 from .result import RegistrationResult, build_result
@@ -280,8 +280,9 @@ class _Opaque:
     def __init__(self, value): self.value = value
 
 def _batch_task(payload:_Opaque):
-    "Register a batch of edges one after another; `payload.value` is a list of `_edge_task` argument tuples."
-    return [_edge_task(*args) for args in payload.value]
+    "Register a batch of edges one after another; `payload.value` is (threads each pair may use, list of `_edge_task` argument tuples)."
+    threads, batch = payload.value
+    with using_pair_threads(threads): return [_edge_task(*args) for args in batch]
 
 def _batches(todo:list, n_workers:int) -> list:
     "Split the edges to compute into about 8 batches per worker: one edge per batch when there are few, so that cheap pairs on large grids do not pay one dask task each."
@@ -294,7 +295,17 @@ def _n_workers(client) -> int:
     if client is not None: return max(1, sum(client.nthreads().values()))
     return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
 
-def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_files=None, null_counts=None):
+def _pairs_at_once(n_parallel, ndim, client) -> tuple:
+    "(pairs registered at once or None for all, threads each pair may use): 3D pairs one at a time unless said otherwise, each using the threads the others would have."
+    if client is not None: return n_parallel, 1  # a cluster's workers hold one pair each
+    n_threads = 1 if dask.config.get("scheduler", None) in ("synchronous", "sync", "single-threaded") else _n_workers(None)
+    if n_parallel is None and ndim == 3:
+        n_parallel = 1
+        _log.info("Setting n_parallel_pairwise_regs to 1 for 3D data: one overlap pair in memory at a time, "
+                  "each registered with %d threads", n_threads)
+    return n_parallel, 1 if n_parallel is None else max(1, n_threads // n_parallel)
+
+def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_files=None, null_counts=None, ndim=2):
     "Run register_edge for every edge under the active dask scheduler, in batches; results in edge order (cached ones reused)."
     out = [None] * len(edges)
     cache_files = cache_files or [None] * len(edges)
@@ -306,10 +317,11 @@ def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_fil
     if n_parallel is not None and (not isinstance(n_parallel, (int, np.integer)) or n_parallel < 1):
         raise ValueError(f"n_parallel_pairwise_regs: expected a positive integer or None, got {n_parallel!r}")
     null_counts, client = null_counts or {}, _active_client()
+    n_parallel, threads = _pairs_at_once(n_parallel, ndim, client)
     args = lambda i: ([views[edges[i][0]], views[edges[i][1]]], *edges[i], dict(kw, null_samples=null_counts.get(i, 0)),
                       points, cache_files[i])
     batches = _batches(todo, _n_workers(client))
-    tasks = [dask.delayed(_batch_task, pure=False)(_Opaque([args(i) for i in b])) for b in batches]
+    tasks = [dask.delayed(_batch_task, pure=False)(_Opaque((threads, [args(i) for i in b]))) for b in batches]
     if todo: _log.info("Computing all pairwise registrations in parallel (%d pairs)" if n_parallel is None else
                         "Computing pairwise registrations at most %d at a time", len(todo) if n_parallel is None else n_parallel)
     bar = tqdm(total=len(edges), initial=len(edges) - len(todo), desc="pairwise registrations", unit="pair",
@@ -366,7 +378,7 @@ def register_pairs(views:list, # the views to register (as from `plan_pairwise`)
     n_cached = sum(f.exists() for f in files) if files else 0
     nd = len(get_spatial_dims(as_view(views[0])))
     results = _run_pairwise(views, edges, dict(pairwise_kwargs, t=t), n_parallel, progress, points, files,
-                            _null_counts(len(edges), nd, null_samples))
+                            _null_counts(len(edges), nd, null_samples), ndim=nd)
     for r in results: graph.edges[r["fixed"], r["moving"]].update(r)
     return results, n_cached
 
