@@ -70,7 +70,7 @@ def main():
         print(table[-1], flush=True)
     load1 = os.getloadavg()
     head = [f"# Issue 20, every row side by side in one run", "",
-            f"`python bench/bench_round2.py --repeats {a.repeats}" + (f" --rows {' '.join(map(str, a.rows))}" if a.rows is not None else "") + "`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t0))}, "
+            f"`python bench/bench_round2.py --repeats {a.repeats}" + (f" --rows {' '.join(map(str, a.rows))}" if a.rows is not None else "") + f"`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t0))}, "
             f"{os.cpu_count()} cores; load average {load0[0]:.1f} at start, {load1[0]:.1f} at end (a shared machine: wall "
             "times move with the load, ratios and CPU times less). Each (case, tool) in a fresh subprocess; medians of "
             f"{a.repeats}; errors of the first successful run (corner error against the truth, rigid gauge; for the "
