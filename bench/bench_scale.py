@@ -13,6 +13,9 @@ Each configuration runs in a fresh subprocess:
 - `cluster`: the same call with a `distributed.LocalCluster(n_workers=2, threads_per_worker=1,
   memory_limit="2GB")` active; peak RSS per worker = each worker's own ru_maxrss (asked from the workers with
   `client.run` at the end), plus the client process's; the worker logs are searched for spill/pause/memory warnings.
+  Since ru_maxrss is a lifetime high-water mark (a worker's is ~630 MB before any task, from its start-up), the
+  run also records each worker's RSS before the call (after importing what a task imports), its peak during the
+  call (a 50 ms sampler thread in each worker), and the client's peak above its RSS before the call.
 Accuracy: `registration_error` (rigid gauge, tile-corner error in level-0 pixels) against the truth, before
 (stage) and after. The load average of the shared machine is recorded with the results.
 """
@@ -56,6 +59,24 @@ def run_one(mode, grid):
     out["plan"] = dict(plan)
     out["plan_details"] = {k: plan.details[k] for k in ("level", "max_task_bytes", "read_bytes", "full_bytes", "n_edges", "threads")}
     out["levels"] = plan.details["levels"]
+    if client is not None:  # the workers' own RSS before the call, after importing what a task imports
+        def _warm():
+            import psutil, multiview_reg.register, multiview_reg.phase_correlation, multiview_reg.data  # noqa: F401
+            return psutil.Process().memory_info().rss
+        out["worker_rss_before_MB"] = [v / 1e6 for v in client.run(_warm).values()]
+        def _maxrss():
+            import resource
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        out["worker_ru_maxrss_before_MB"] = [v / 1e6 for v in client.run(_maxrss).values()]
+        def _start_sampler(dask_worker):  # a sampler thread in each worker: its RSS peak during the call
+            import psutil, threading, time
+            w = dask_worker
+            w._rss_box, w._rss_stop = [psutil.Process().memory_info().rss], threading.Event()
+            def loop(p=psutil.Process()):
+                while not w._rss_stop.is_set():
+                    w._rss_box[0] = max(w._rss_box[0], p.memory_info().rss); time.sleep(0.05)
+            threading.Thread(target=loop, daemon=True).start()
+        client.run(_start_sampler)
     base = proc.memory_info().rss
     stop, box = threading.Event(), [base]
     th = threading.Thread(target=_sampler, args=(proc, stop, box), daemon=True); th.start()
@@ -79,6 +100,9 @@ def run_one(mode, grid):
             import resource
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         out["worker_ru_maxrss_MB"] = [v / 1e6 for v in client.run(_peak).values()]
+        def _stop_sampler(dask_worker):
+            w = dask_worker; w._rss_stop.set(); return w._rss_box[0]
+        out["worker_rss_peak_MB"] = [v / 1e6 for v in client.run(_stop_sampler).values()]
         logs = "\n".join(m for lines in client.get_worker_logs().values() for _, m in lines)
         out["worker_memory_warnings"] = [l for l in logs.splitlines()
                                          if any(w in l.lower() for w in ("spill", "memory use is high", "pausing", "exceeded", "restart"))][:10]
@@ -106,6 +130,10 @@ def _markdown(results, grid=None):
         if r["mode"] == "cluster":
             rss = (f"client {r['ru_maxrss_MB']:.0f} MB; workers {', '.join(f'{x:.0f}' for x in r['worker_ru_maxrss_MB'])} MB "
                    f"(limit 2 GB each)")
+            if "worker_rss_before_MB" in r:  # during the call, above the RSS before it
+                rss += (f"; during the call: client +{r['rss_peak_above_before_MB']:.0f} MB over {r['rss_before_MB']:.0f} MB, "
+                        "workers " + ", ".join(f"+{p - b:.0f} MB over {b:.0f} MB" for p, b in
+                                                zip(r["worker_rss_peak_MB"], r["worker_rss_before_MB"])))
             name = "LocalCluster 2 workers x 1 thread, 2 GB each"
         else:
             rss = f"{r['ru_maxrss_MB']:.0f} MB (+{r['rss_peak_above_before_MB']:.0f} MB over the {r['rss_before_MB']:.0f} MB before the call)"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['METRICS', 'TRANSFORM_TYPES', 'Registry', 'check_kwargs', 'check_choice', 'canonical_metric',
-           'canonical_transform_types', 'load_itk', 'distributed_client', 'pair_threads', 'using_pair_threads',
-           'side_by_side', 'atomic_write']
+           'canonical_transform_types', 'load_itk', 'distributed_client', 'on_distributed_worker', 'pair_threads',
+           'using_pair_threads', 'side_by_side', 'atomic_write']
 
 # %% ../nbs/00a_core.ipynb #a5ae3eb6
 class Registry:
@@ -162,6 +162,16 @@ def distributed_client():
         from distributed import get_client
         return get_client()
     except (ImportError, ValueError): return None
+
+# %% ../nbs/00a_core.ipynb #a62747f9
+def on_distributed_worker() -> bool:
+    "True inside a task that a `distributed` worker runs (there, `dask.compute` sends the work back to the cluster as new tasks)."
+    if "distributed" not in sys.modules: return False
+    try:
+        from distributed import get_worker
+        get_worker()
+        return True
+    except (ImportError, ValueError): return False
 
 # %% ../nbs/00a_core.ipynb #e7611faf
 _PAIR = threading.local()

@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 from .spatial import *
-from .core import Registry, check_kwargs, side_by_side
+from .core import Registry, check_kwargs, side_by_side, on_distributed_worker
 from .metrics import ncc
 from .graph import overlap_region, per_dim_distance
 
@@ -189,8 +189,12 @@ def _choose_level(view_f, view_m, binning, res_level, dims):
 
 # %% ../nbs/04_pairwise.ipynb #d8df7298
 def _crop(view, i0, i1, t, channel_index):
-    "The pixels [i0, i1] (inclusive, per dim) of a view's spatial array, read into memory."
-    return np.asarray(_spatial_array(view, t, channel_index)[tuple(slice(a, b + 1) for a, b in zip(i0, i1))])
+    "The pixels [i0, i1] (inclusive, per dim) of a view's spatial array, read into memory (on a `distributed` worker, by that worker)."
+    a = _spatial_array(view, t, channel_index)[tuple(slice(a, b + 1) for a, b in zip(i0, i1))]
+    data = getattr(a, "data", a)
+    if hasattr(data, "dask") and on_distributed_worker():  # else dask would send the chunks' reads back to the cluster
+        return np.asarray(data.compute(scheduler="synchronous"))
+    return np.asarray(a)
 
 # %% ../nbs/04_pairwise.ipynb #compat0e1
 class NotEnoughOverlapError(ValueError):

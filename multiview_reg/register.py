@@ -257,13 +257,14 @@ def _edge_points(pair, t, kw, points_key, prefilter):
     return fp, mp, tf, tm
 
 # %% ../nbs/06_register.ipynb #1494a694
-def _edge_task(pair, u, v, kw, points=None, cache_file=None):
-    "Register the edge (u, v) given only its two views (u < v); return the result keyed by the real indices."
+def _edge_task(pair, u, v, kw, points=None, cache_file=None, level=None):
+    "Register the edge (u, v) given only its two views (u < v; cut to pyramid `level`, if given); return the result keyed by the real indices."
     if points is not None:
         fp, mp, tf, tm = _edge_points(pair, kw.get("t"), kw, *points)
         kw = dict(kw, pairwise_reg_func=_PointsPairwise(get_pairwise_method(kw["pairwise_reg_func"]), fp, mp, tf, tm))
     res = register_edge(pair, 0, 1, **kw)
     res["fixed"], res["moving"] = u, v
+    if level is not None: res["res_level"] = level  # the level of the pyramid, not of the cut view
     if cache_file is not None: _cache_write(cache_file, res)
     return res
 
@@ -305,6 +306,13 @@ def _pairs_at_once(n_parallel, ndim, client) -> tuple:
                   "each registered with %d threads", n_threads)
     return n_parallel, 1 if n_parallel is None else max(1, n_threads // n_parallel)
 
+def _one_level(views, kw):
+    "(views, kwargs, level) for tasks sent to a cluster: multiscale views cut to the level `reg_res_level` their pairs read, so a task carries that level's arrays, not every level's (unpickling a lazily generated 5-level tile cost a worker ~70 MB; its level 3 pickles to 18 kB)."
+    lv = kw.get("reg_res_level")
+    if lv is None or kw.get("registration_binning") is not None or not all(is_multiscale(v) for v in views): return views, kw, None
+    if not isinstance(lv, (int, np.integer)) or not 0 <= lv < min(len(multiscale_levels(v)) for v in views): return views, kw, None
+    return [as_view(v, int(lv)) for v in views], dict(kw, reg_res_level=0, registration_binning=1), int(lv)
+
 def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_files=None, null_counts=None, ndim=2):
     "Run register_edge for every edge under the active dask scheduler, in batches; results in edge order (cached ones reused)."
     out = [None] * len(edges)
@@ -318,8 +326,10 @@ def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_fil
         raise ValueError(f"n_parallel_pairwise_regs: expected a positive integer or None, got {n_parallel!r}")
     null_counts, client = null_counts or {}, _active_client()
     n_parallel, threads = _pairs_at_once(n_parallel, ndim, client)
+    level = None
+    if client is not None and points is None: views, kw, level = _one_level(views, kw)
     args = lambda i: ([views[edges[i][0]], views[edges[i][1]]], *edges[i], dict(kw, null_samples=null_counts.get(i, 0)),
-                      points, cache_files[i])
+                      points, cache_files[i], level)
     batches = _batches(todo, _n_workers(client))
     tasks = [dask.delayed(_batch_task, pure=False)(_Opaque((threads, [args(i) for i in b]))) for b in batches]
     if todo: _log.info("Computing all pairwise registrations in parallel (%d pairs)" if n_parallel is None else

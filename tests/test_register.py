@@ -301,6 +301,39 @@ def test_local_cluster_equals_threads(grid3):
     print("max |threaded - distributed|:", max(np.abs(a.values - b.values).max() for a, b in zip(threaded, dist)))
 
 
+@pytest.mark.slow
+def test_local_cluster_tasks_read_their_own_crops(grid3):
+    "On a cluster, a pairwise task reads its crops itself: its dask reads do not come back to the scheduler as tasks."
+    distributed = pytest.importorskip("distributed")
+    import dask.array as da
+    views, truth = grid3
+    lazy = [v.copy(data=da.from_array(v.values, chunks=32)) for v in views]
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        dist = register(lazy, "stage", progress=False, new_transform_key="reg")
+        prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    assert prefixes == ["batch_task"], prefixes  # before: 'array', 'getitem', ... from every crop read
+    assert registration_error(lazy, "reg", truth)["max_px"] < 0.1
+
+
+@pytest.mark.slow
+def test_local_cluster_tasks_carry_one_level():
+    "On a cluster, tasks get the views cut to the level they read: the same corrections as threads, the level reported."
+    distributed = pytest.importorskip("distributed")
+    from multiview_reg.data import procedural_dataset
+    views, truth = procedural_dataset(grid=(1, 2, 2), tile_shape=(32, 128, 128), overlap=0.2, chunks=(16, 32, 32),
+                                      n_levels=3, seed=2)
+    kw = dict(reg_res_level=1, progress=False, return_dict=True)
+    threaded = register(views, "stage", **kw)
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        dist = register(views, "stage", **kw)
+    for a, b in zip(threaded["params"], dist["params"]):
+        np.testing.assert_allclose(b.values, a.values, rtol=0, atol=1e-9)
+    g = dist["pairwise_registration"]["graph"]
+    assert {g.edges[e]["res_level"] for e in g.edges} == {1}
+
+
 # --- rotated multiview 3D -----------------------------------------------------------------------------------------
 
 @pytest.mark.slow
