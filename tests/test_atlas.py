@@ -471,7 +471,8 @@ def test_a_stage_that_lowers_ncc_is_dropped_with_a_warning(monkeypatch):
     # the bad B-spline is never kept; the kept stage is the best linear one (rigid and affine can tie within
     # SimpleITK's sampling noise of ~0.01 NCC, so either may win)
     assert res.info["kept"] in ("rigid", "affine") and q["bspline"] < q[res.info["kept"]]
-    assert q[res.info["kept"]] == max(q[s] for s in ("rigid", "affine") if s in q)
+    # the keep-the-better rule (atlas._keep_if_better) keeps a later stage that is within 1e-4 NCC of the best
+    assert q[res.info["kept"]] >= max(q[s] for s in ("rigid", "affine") if s in q) - 1e-4
     assert res.transform.GetNumberOfTransforms() == 2                    # T0 and the linear part only
     from multiview_reg.metrics import ncc
     assert ncc(res.warp_image(), tm["image"], tm["labels"] > 0) > 0.95   # the kept (affine) result is what is applied

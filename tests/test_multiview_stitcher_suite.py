@@ -8,13 +8,12 @@ sends the peer's `registration.register` (and its pairwise calls, backends, `sta
 ours is called) are skipped with the reason in `NOT_APPLICABLE`; deliberate differences are in the table "Deliberate differences from multiview-stitcher" of nbs/06_register.ipynb.
 
 Run: `python -m pytest -q -p no:cacheprovider tests/test_multiview_stitcher_suite.py --slow -rA -n 2`
-(with ANTs: `pip install -e '.[ants]'` first)
 
-Measured (multiview-stitcher 0.1.62, 2026-12-02 13:00, 32 s with -n 2, antspyx installed as the `ants` extra):
-135 collected, 28 not applicable (below), 4 skipped by the peer itself (its ANTs rotation test, "sporadic
-failures"); of the 103 others, 99 pass and 4 are deliberate differences, marked as strict expected failures in
-`DELIBERATE`. Without antspyx (the `dev` extra alone: antspyx pins numpy and scipy below the versions the rest
-uses) the 4 cases that call the ANTs backend are skipped, naming the extra, and 95 pass.
+Measured (multiview-stitcher 0.1.62, 2026-12-02 12:40 UTC, 32 s with -n 2, after `pip install -e '.[dev]'`, which
+installs antspyx for the ANTs backend): 135 collected, 28 not applicable (below), 4 skipped by the peer itself (its
+ANTs rotation test, "sporadic failures"); of the 103 others, 99 pass and 4 are deliberate differences, marked as
+strict expected failures in `DELIBERATE`. Where antspyx is missing, the 4 cases that call the ANTs backend are skipped
+naming the extra (then 95 pass).
 """
 import importlib
 import pytest
