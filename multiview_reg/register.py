@@ -306,7 +306,7 @@ def _pairs_at_once(n_parallel, ndim, client) -> tuple:
                   "each registered with %d threads", n_threads)
     return n_parallel, 1 if n_parallel is None else max(1, n_threads // n_parallel)
 
-# %% ../nbs/06_register.ipynb #afee39c9
+# %% ../nbs/06_register.ipynb #4eca1f20
 def _one_level(views, kw):
     "(views, kwargs, level) for tasks sent to a cluster: multiscale views cut to the level `reg_res_level` their pairs read, so a task carries that level's arrays, not every level's (unpickling a lazily generated 5-level tile cost a worker ~70 MB; its level 3 pickles to 18 kB)."
     lv = kw.get("reg_res_level")
@@ -314,7 +314,7 @@ def _one_level(views, kw):
     if not isinstance(lv, (int, np.integer)) or not 0 <= lv < min(len(multiscale_levels(v)) for v in views): return views, kw, None
     return [as_view(v, int(lv)) for v in views], dict(kw, reg_res_level=0, registration_binning=1), int(lv)
 
-# %% ../nbs/06_register.ipynb #91839deb
+# %% ../nbs/06_register.ipynb #6296210e
 def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_files=None, null_counts=None, ndim=2):
     "Run register_edge for every edge under the active dask scheduler, in batches; results in edge order (cached ones reused)."
     out = [None] * len(edges)
