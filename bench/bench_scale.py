@@ -96,10 +96,7 @@ def run_one(mode, grid):
         out[k] = {"mean_px": out[k]["mean_px"], "max_px": out[k]["max_px"]}
     out["n_pairs"] = res["pairwise_registration"]["graph"].number_of_edges()
     if client is not None:
-        def _peak():
-            import resource
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        out["worker_ru_maxrss_MB"] = [v / 1e6 for v in client.run(_peak).values()]
+        out["worker_ru_maxrss_MB"] = [v / 1e6 for v in client.run(_maxrss).values()]
         def _stop_sampler(dask_worker):
             w = dask_worker; w._rss_stop.set(); return w._rss_box[0]
         out["worker_rss_peak_MB"] = [v / 1e6 for v in client.run(_stop_sampler).values()]

@@ -303,7 +303,7 @@ def _pairs_at_once(n_parallel, ndim, client) -> tuple:
     if n_parallel is None and ndim == 3:
         n_parallel = 1
         _log.info("Setting n_parallel_pairwise_regs to 1 for 3D data: one overlap pair in memory at a time, "
-                  "each registered with %d threads", n_threads)
+                  "each using up to %d threads", n_threads)
     return n_parallel, 1 if n_parallel is None else max(1, n_threads // n_parallel)
 
 # %% ../nbs/06_register.ipynb #4eca1f20

@@ -310,7 +310,7 @@ def test_local_cluster_tasks_read_their_own_crops(grid3):
     lazy = [v.copy(data=da.from_array(v.values, chunks=32)) for v in views]
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
-        dist = register(lazy, "stage", progress=False, new_transform_key="reg")
+        register(lazy, "stage", progress=False, new_transform_key="reg")
         prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert prefixes == ["batch_task"], prefixes  # before: 'array', 'getitem', ... from every crop read
     assert registration_error(lazy, "reg", truth)["max_px"] < 0.1
