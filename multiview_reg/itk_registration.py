@@ -211,7 +211,7 @@ def _elastix_schedule(shape, n_resolutions, n_spatial_samples):
 @pairwise_contract
 def elastix_registration(crops:PhysicalCrops, # the contract's arguments as arrays (see `pairwise_contract`)
                          *,
-                         transform_types=("translation", "rigid"), # stages: 'translation', 'rigid', 'similarity', 'affine'
+                         transform_types=("rigid",), # stages: 'translation', 'rigid', 'similarity', 'affine'
                          metric:str="correlation", # 'mattes', 'correlation' or 'mean_squares' (aliases: core.canonical_metric)
                          n_resolutions:int=None, # pyramid levels per stage (None: from the crop, thinnest side >= 8 px, at most 4)
                          n_iterations:int=250, # iterations per level
@@ -235,6 +235,11 @@ def elastix_registration(crops:PhysicalCrops, # the contract's arguments as arra
     kw = {}
     if not fmask.all(): kw["fixed_mask"] = itk.image_from_array(fmask.astype(np.uint8)); kw["fixed_mask"].CopyInformation(fi)
     if not mmask.all(): kw["moving_mask"] = itk.image_from_array(mmask.astype(np.uint8)); kw["moving_mask"].CopyInformation(mi)
-    _, result = itk.elastix_registration_method(fi, mi, parameter_object=po, log_to_console=False, **kw)
+    try: _, result = itk.elastix_registration_method(fi, mi, parameter_object=po, log_to_console=False, **kw)
+    except RuntimeError as e:  # elastix's own message only points to its log
+        if "elastix" not in str(e): raise
+        raise RuntimeError(f"elastix_registration: elastix stopped with an internal error on a {'x'.join(map(str, f.shape))} px "
+                           "overlap crop; most often 'Too many samples map outside moving image buffer': the transform left the "
+                           "crop, which thin crops and stage positions far from the truth make likely") from e
     mat = pre @ _elastix_result_matrix(result, f.ndim)  # the stages' parameters, no transformix field
     return {"affine_matrix": mat, "quality": crops.quality_after(mat)}

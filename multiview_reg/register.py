@@ -262,7 +262,9 @@ def _edge_task(pair, u, v, kw, points=None, cache_file=None, level=None):
     if points is not None:
         fp, mp, tf, tm = _edge_points(pair, kw.get("t"), kw, *points)
         kw = dict(kw, pairwise_reg_func=_PointsPairwise(get_pairwise_method(kw["pairwise_reg_func"]), fp, mp, tf, tm))
-    res = register_edge(pair, 0, 1, **kw)
+    try: res = register_edge(pair, 0, 1, **kw)
+    except Exception as e:
+        e.add_note(f"(while registering the overlap of views {u} and {v})"); raise
     res["fixed"], res["moving"] = u, v
     if level is not None: res["res_level"] = level  # the level of the pyramid, not of the cut view
     if cache_file is not None: _cache_write(cache_file, res)
@@ -314,6 +316,17 @@ def _one_level(views, kw):
     if not isinstance(lv, (int, np.integer)) or not 0 <= lv < min(len(multiscale_levels(v)) for v in views): return views, kw, None
     return [as_view(v, int(lv)) for v in views], dict(kw, reg_res_level=0, registration_binning=1), int(lv)
 
+# %% ../nbs/06_register.ipynb #abf3b594
+def _run_local(payload, n_batches:int, n_threads:int, done):
+    "Run the batches `payload(k)` on `n_threads` threads, started in the order given (dask's threaded scheduler orders independent tasks by their keys); `done(k, results)` as each finishes."
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+    ex = ThreadPoolExecutor(max(1, n_threads), thread_name_prefix="multiview_reg-pairwise")
+    try:
+        futs = {ex.submit(_batch_task, payload(k)): k for k in range(n_batches)}
+        for f in as_completed(futs): done(futs[f], f.result())
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)  # an error stops the batches not yet started
+
 # %% ../nbs/06_register.ipynb #6296210e
 def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_files=None, null_counts=None, ndim=2):
     "Run register_edge for every edge under the active dask scheduler, in batches; results in edge order (cached ones reused)."
@@ -332,8 +345,10 @@ def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_fil
     if client is not None and points is None: views, kw, level = _one_level(views, kw)
     args = lambda i: ([views[edges[i][0]], views[edges[i][1]]], *edges[i], dict(kw, null_samples=null_counts.get(i, 0)),
                       points, cache_files[i], level)
+    # heaviest first (a null sample costs about two pairs), so that no long task starts last while the other threads idle
+    todo = sorted(todo, key=lambda i: -null_counts.get(i, 0))
     batches = _batches(todo, _n_workers(client))
-    tasks = [dask.delayed(_batch_task, pure=False)(_Opaque((threads, [args(i) for i in b]))) for b in batches]
+    payload = lambda k: _Opaque((threads, [args(i) for i in batches[k]]))
     if todo: _log.info("Computing all pairwise registrations in parallel (%d pairs)" if n_parallel is None else
                         "Computing pairwise registrations at most %d at a time", len(todo) if n_parallel is None else n_parallel)
     bar = tqdm(total=len(edges), initial=len(edges) - len(todo), desc="pairwise registrations", unit="pair",
@@ -342,9 +357,10 @@ def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_fil
         for i, r in zip(batches[k], res): out[i] = r
         bar.update(len(res))
     try:
-        n = n_parallel or max(len(tasks), 1)  # batches at once; a batch runs its pairs one after another
-        if client is not None and tasks:
+        n = n_parallel or max(len(batches), 1)  # batches at once; a batch runs its pairs one after another
+        if client is not None and batches:
             from distributed import as_completed
+            tasks = [dask.delayed(_batch_task, pure=False)(payload(k)) for k in range(len(batches))]
             futs, it = {}, iter(range(len(tasks)))
             for k in (next(it) for _ in range(min(n, len(tasks)))): futs[client.compute(tasks[k])] = k
             ac = as_completed(list(futs))
@@ -353,13 +369,12 @@ def _run_pairwise(views, edges, kw, n_parallel, progress, points=None, cache_fil
                 nxt = next(it, None)
                 if nxt is not None:
                     nf = client.compute(tasks[nxt]); futs[nf] = nxt; ac.add(nf)
-        else:
-            # no client: dask's configured scheduler, else its threaded one given as a function (given by name,
-            # dask imports `distributed` to look for a client: ~0.3 s in a fresh process)
-            from dask.threaded import get as threaded_get
-            local = {} if dask.config.get("scheduler", None) is not None else {"scheduler": threaded_get}
+        elif dask.config.get("scheduler", None) is None:  # no scheduler chosen: our threads, in our order
+            _run_local(payload, len(batches), min(n, _n_workers(None)), done)
+        else:  # the scheduler the user configured, `n` batches at a time
+            tasks = [dask.delayed(_batch_task, pure=False)(payload(k)) for k in range(len(batches))]
             for s in range(0, len(tasks), n):
-                for k, res in zip(range(s, s + n), dask.compute(*tasks[s:s + n], **local)): done(k, res)
+                for k, res in zip(range(s, s + n), dask.compute(*tasks[s:s + n])): done(k, res)
     finally:
         bar.close()
     return out

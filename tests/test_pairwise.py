@@ -1,4 +1,5 @@
 "Heavy checks of multiview_reg.pairwise against ground truth (light ones live in nbs/04_pairwise.ipynb)."
+import re
 import warnings
 import numpy as np
 import pytest
@@ -337,3 +338,15 @@ def test_pixel_space_plumbing_3d():
     res = register_pair(views[0], views[1], "stage",
                         method=lambda fixed_data, moving_data: phase_correlation_shift(fixed_data, moving_data)[0])
     assert res["resampled"] and pairwise_error(views, res, truth, "stage") < 0.1
+
+
+@pytest.mark.slow
+def test_elastix_failure_names_the_views():
+    "elastix stopping on a crop (stage 7 px off across a 19 px overlap) is a clear error naming the two views, not elastix's 'see the log'."
+    pytest.importorskip("itk", reason="needs itk-elastix (the 'elastix' extra)")
+    from multiview_reg.register import register
+    views, _ = tiled_dataset(ndim=3, grid=(1, 2, 2), tile_shape=(32, 128, 128), spacing=(2, .5, .5), rotation=0.015, seed=2,
+                             jitter=7.0)
+    with pytest.raises(RuntimeError, match=r"elastix stopped with an internal error on a 32x(128x19|19x128) px overlap crop") as e:
+        register(views, "stage", new_transform_key="registered", pairwise_reg_func="elastix", progress=False)
+    assert any(re.search(r"views 0 and [12]\b", n) for n in getattr(e.value, "__notes__", [])), e.value
