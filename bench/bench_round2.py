@@ -8,7 +8,8 @@ phase-correlation rows)
 
 Cases (each delegates to the bench script that documents it):
 - 2D 4x4 of 512^2 and 3D 3x3 of 64x256x256 (spacing 2, .5, .5), phase correlation: `bench_register.py --run`;
-- 3D 2x2 rotated <= 2 deg, elastix rigid (ours and the peer) and SimpleITK rigid (ours): `bench_speed.py --run rot_*`;
+- 3D 2x2 rotated <= 2 deg, elastix rigid (ours and the peer: in a fresh process, with itk's wrappers loaded before, and
+  as a second call with everything loaded) and SimpleITK rigid (ours): `bench_speed.py --run rot_*`;
 - rigid resolution of 10,000 views: `bench_speed.py --run resolve_10k`;
 - 1,600 views (40x40 of 32^2) with a trivial pairwise function: `bench_overhead.py --grid 40 --json`.
 """
@@ -23,6 +24,10 @@ ROWS = [  # (row label, script, args ours, args peer or None)
     ("3D 2x2 rotated <= 2 deg, elastix rigid", "bench_speed.py", ["--run", "rot_elastix", "ours"], ["--run", "rot_elastix", "peer"]),
     ("same, itk-elastix loaded before the call", "bench_speed.py", ["--run", "rot_elastix_warm", "ours"],
      ["--run", "rot_elastix_warm", "peer"]),
+    ("same, second call in the process (everything loaded)", "bench_speed.py", ["--run", "rot_elastix_second", "ours"],
+     ["--run", "rot_elastix_second", "peer"]),
+    ("same, second call; the peer with transform_types=['rigid'] too", "bench_speed.py", ["--run", "rot_elastix_second", "ours"],
+     ["--run", "rot_elastix_second", "peer_rigid"]),
     ("same, SimpleITK rigid", "bench_speed.py", ["--run", "rot_sitk", "ours"], None),
     ("1,600 views, trivial pairwise function", "bench_overhead.py", ["--grid", "40", "--json"], None),
     ("rigid resolution, 10,000 views", "bench_speed.py", ["--run", "resolve_10k", "ours"], None),
