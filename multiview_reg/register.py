@@ -316,7 +316,7 @@ def _one_level(views, kw):
     if not isinstance(lv, (int, np.integer)) or not 0 <= lv < min(len(multiscale_levels(v)) for v in views): return views, kw, None
     return [as_view(v, int(lv)) for v in views], dict(kw, reg_res_level=0, registration_binning=1), int(lv)
 
-# %% ../nbs/06_register.ipynb #abf3b594
+# %% ../nbs/06_register.ipynb #6c39b7e6
 def _run_local(payload, n_batches:int, n_threads:int, done):
     "Run the batches `payload(k)` on `n_threads` threads, started in the order given (dask's threaded scheduler orders independent tasks by their keys); `done(k, results)` as each finishes."
     from concurrent.futures import ThreadPoolExecutor, as_completed
