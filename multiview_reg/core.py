@@ -7,6 +7,8 @@ Docs: https://multiview-reg.github.io/multiview_reg/core.html.md"""
 # %% ../nbs/00a_core.ipynb #02a99428
 from __future__ import annotations
 import importlib, inspect, os, sys, tempfile, threading
+from collections import deque
+from concurrent.futures import Future, wait as futures_wait
 from contextlib import contextmanager
 from numbers import Integral
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['METRICS', 'TRANSFORM_TYPES', 'Registry', 'check_kwargs', 'check_choice', 'canonical_metric',
            'canonical_transform_types', 'load_itk', 'distributed_client', 'on_distributed_worker', 'pair_threads',
-           'using_pair_threads', 'side_by_side', 'atomic_write']
+           'using_pair_threads', 'pair_queue', 'pair_result', 'side_by_side', 'atomic_write']
 
 # %% ../nbs/00a_core.ipynb #a5ae3eb6
 class Registry:
@@ -180,23 +182,73 @@ def pair_threads() -> int:
     "How many threads the pairwise registration running in this thread may use (1 unless `using_pair_threads` says more)."
     return getattr(_PAIR, "n", 1)
 
+class _Crew:
+    "The threads of one pair: a queue of tasks any of them runs; a thread waiting for a result runs queued tasks meanwhile."
+    def __init__(self, n:int): self.n, self.q, self.ready, self.stopped = n, deque(), threading.Semaphore(0), False
+    def submit(self, fn) -> Future:
+        fut = Future(); self.q.append((fn, fut)); self.ready.release(); return fut
+    def run_one(self) -> bool:
+        "Run the oldest queued task in this thread; False if there is none."
+        try: fn, fut = self.q.popleft()
+        except IndexError: return False
+        if fut.set_running_or_notify_cancel():  # False: cancelled while queued
+            try: fut.set_result(fn())
+            except BaseException as e: fut.set_exception(e)
+        return True
+    def result(self, fut:Future):
+        "The task's result; until it is there, this thread runs queued tasks (or waits 2 ms for new ones)."
+        while not fut.done():
+            if not self.run_one(): futures_wait([fut], timeout=0.002)
+        return fut.result()
+    def helper(self):
+        _PAIR.n, _PAIR.crew = self.n, self
+        while True:
+            self.ready.acquire()
+            if self.stopped: return
+            self.run_one()
+    def stop(self):
+        self.stopped = True
+        while self.q:
+            try: self.q.popleft()[1].cancel()
+            except IndexError: break
+        for _ in range(self.n - 1): self.ready.release()
+
 @contextmanager
 def using_pair_threads(n:int # threads the pairwise registration run in this block may use (>= 1)
                       ):
-    "Let the pairwise registration run in this thread, inside the block, use `n` threads."
+    "Let the pairwise registration run in this thread, inside the block, use `n` threads: this one and `n - 1` it starts."
     if not isinstance(n, Integral) or isinstance(n, bool) or n < 1: raise ValueError(f"n: expected a positive integer, got {n!r}")
-    old, _PAIR.n = pair_threads(), int(n)
+    old, crew = (pair_threads(), getattr(_PAIR, "crew", None)), (_Crew(int(n)) if n > 1 else None)
+    threads = [threading.Thread(target=crew.helper, daemon=True, name="multiview_reg-pair") for _ in range(int(n) - 1)]
+    for t in threads: t.start()
+    _PAIR.n, _PAIR.crew = int(n), crew
     try: yield
-    finally: _PAIR.n = old
+    finally:
+        _PAIR.n, _PAIR.crew = old
+        if crew is not None: crew.stop()
+        for t in threads: t.join()
 
 # %% ../nbs/00a_core.ipynb #4002dbe7
+def pair_queue(funcs:list # functions of no argument
+              ) -> list|None: # their futures (read them with `pair_result`), or None when this pair has one thread
+    "Queue `funcs` for the pair's threads (`using_pair_threads`); a queued one may be cancelled (`Future.cancel`) before a thread takes it."
+    crew = getattr(_PAIR, "crew", None)
+    return None if crew is None else [crew.submit(f) for f in funcs]
+
+def pair_result(fut:Future): # a future from `pair_queue`
+    "Its result, this thread running queued tasks of the pair until it is there (this one, if no thread took it yet)."
+    return _PAIR.crew.result(fut)
+
 def side_by_side(funcs:list # functions of no argument
                 ) -> list: # their results, in order
-    "Call every function, in up to `pair_threads()` threads (one after another when that is 1)."
-    n = min(pair_threads(), len(funcs))
-    if n <= 1: return [f() for f in funcs]
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(n) as ex: return list(ex.map(lambda f: f(), funcs))
+    "Call every function: all but the first are queued for the pair's threads, this thread runs the first (one after another when the pair has one thread)."
+    later = pair_queue(funcs[1:]) if len(funcs) > 1 else None
+    if later is None: return [f() for f in funcs]
+    try: first = funcs[0]()
+    except BaseException:
+        for f in later: f.cancel()
+        raise
+    return [first] + [pair_result(f) for f in later]
 
 # %% ../nbs/00a_core.ipynb #891c19fa
 def atomic_write(path, # the file to write

@@ -14,7 +14,7 @@ from scipy import ndimage
 from .spatial import affine_from_translation
 from .metrics import ncc
 from .pairwise import pairwise_method, _vec, _matrix, _degenerate, warn_unregistrable
-from .core import pair_threads, side_by_side
+from .core import pair_queue, pair_result
 
 # %% auto #0
 __all__ = ['phase_correlation_shift', 'phase_correlation']
@@ -237,10 +237,12 @@ def _ncc_after_shift(a, b2, mask, sub):
 def _best_refined(f, m, mf, mm, close, up, window_alpha, n_refine):
     "(shift, NCC) of the candidate best after refinement; one within 1.5 px of a refined shift is skipped: the sub-pixel search around it (+-1.5 px) finds that same optimum."
     run = lambda c: _refined(f, m, mf, mm, c, up, window_alpha, n_refine)
-    ahead = side_by_side([lambda c=c: run(c) for c in close]) if pair_threads() > 1 and len(close) > 1 else None
-    done = []  # with threads, every candidate was refined ahead; the same ones are kept as one after another would keep
+    later = pair_queue([lambda c=c: run(c) for c in close[1:]]) if len(close) > 1 else None  # for the pair's idle threads
+    done = []  # the same candidates are kept as one after another would keep
     for k, c in enumerate(close):
-        if not any(np.all(np.abs(c[1] - s) <= 1.5) for s, _ in done): done.append(ahead[k] if ahead else run(c))
+        if any(np.all(np.abs(c[1] - s) <= 1.5) for s, _ in done):
+            if later: later[k - 1].cancel()  # not refined, unless a thread had already taken it
+        else: done.append(run(c) if k == 0 or not later else pair_result(later[k - 1]))
     return max(done, key=lambda r: r[1])
 
 def _refined(f, m, mf, mm, cand, up, window_alpha, n_refine):
