@@ -237,12 +237,15 @@ def _ncc_after_shift(a, b2, mask, sub):
 def _best_refined(f, m, mf, mm, close, up, window_alpha, n_refine):
     "(shift, NCC) of the candidate best after refinement; one within 1.5 px of a refined shift is skipped: the sub-pixel search around it (+-1.5 px) finds that same optimum."
     run = lambda c: _refined(f, m, mf, mm, c, up, window_alpha, n_refine)
-    later = pair_queue([lambda c=c: run(c) for c in close[1:]]) if len(close) > 1 else None  # for the pair's idle threads
+    # queued for the pair's idle threads: the later candidates that the 1.5 px rule below is unlikely to skip (none
+    # within 2.5 px of an earlier one); the others are refined here, if at all
+    ahead = [k for k in range(1, len(close)) if not any(np.all(np.abs(close[k][1] - close[j][1]) <= 2.5) for j in range(k))]
+    later = dict(zip(ahead, pair_queue([lambda c=close[k]: run(c) for k in ahead]) or []))
     done = []  # the same candidates are kept as one after another would keep
     for k, c in enumerate(close):
         if any(np.all(np.abs(c[1] - s) <= 1.5) for s, _ in done):
-            if later: later[k - 1].cancel()  # not refined, unless a thread had already taken it
-        else: done.append(run(c) if k == 0 or not later else pair_result(later[k - 1]))
+            if k in later: later[k].cancel()  # not refined, unless a thread had already taken it
+        else: done.append(pair_result(later[k]) if k in later else run(c))
     return max(done, key=lambda r: r[1])
 
 def _refined(f, m, mf, mm, cand, up, window_alpha, n_refine):
