@@ -264,7 +264,8 @@ def _edge_task(pair, u, v, kw, points=None, cache_file=None, level=None):
         kw = dict(kw, pairwise_reg_func=_PointsPairwise(get_pairwise_method(kw["pairwise_reg_func"]), fp, mp, tf, tm))
     try: res = register_edge(pair, 0, 1, **kw)
     except Exception as e:
-        e.add_note(f"(while registering the overlap of views {u} and {v})"); raise
+        if hasattr(e, "add_note"): e.add_note(f"(while registering the overlap of views {u} and {v})")  # Python >= 3.11
+        raise
     res["fixed"], res["moving"] = u, v
     if level is not None: res["res_level"] = level  # the level of the pyramid, not of the cut view
     if cache_file is not None: _cache_write(cache_file, res)

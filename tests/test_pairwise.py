@@ -1,5 +1,6 @@
 "Heavy checks of multiview_reg.pairwise against ground truth (light ones live in nbs/04_pairwise.ipynb)."
 import re
+import sys
 import warnings
 import numpy as np
 import pytest
@@ -349,4 +350,5 @@ def test_elastix_failure_names_the_views():
                              jitter=7.0)
     with pytest.raises(RuntimeError, match=r"elastix stopped with an internal error on a 32x(128x19|19x128) px overlap crop") as e:
         register(views, "stage", new_transform_key="registered", pairwise_reg_func="elastix", progress=False)
-    assert any(re.search(r"views 0 and [12]\b", n) for n in getattr(e.value, "__notes__", [])), e.value
+    if sys.version_info >= (3, 11):  # exception notes
+        assert any(re.search(r"views 0 and [12]\b", n) for n in getattr(e.value, "__notes__", [])), e.value
